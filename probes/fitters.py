@@ -1,0 +1,103 @@
+"""FitConfig and fit_probe: one entry point over the SGD recipe (fit_sgd) and the fast fitters (fit_fast).
+
+fitter="sgd" is the seed's recipe: AdamW (lr 1e-4, weight decay 1e-4), batch 8, seeded shuffling,
+early stopping on the validation metric with patience, best epoch restored.
+fitter="fast" is closed-form ridge (regression) or Newton/IRLS (pairwise, classification) for the linear
+probe, and full-batch L-BFGS for the MLP probe.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from probes.data import ProbeData
+from probes.models import KINDS, Probe
+from probes.objectives import OBJECTIVES, check_objective
+from rsearch.config import Config, check
+from rsearch.errors import RsearchError
+
+FITTERS = ("fast", "sgd")
+FAST_METHODS = ("auto", "newton", "lbfgs")
+
+
+@dataclass(frozen=True)
+class FitConfig(Config):
+    """How to fit a probe.
+
+    Args:
+        objective: "pairwise" | "regression" | "classification".
+        fitter: "fast" | "sgd".
+        lr, batch_size, weight_decay, max_epochs, patience: the SGD recipe (batch_size counts pairs for
+            the pairwise objective, rows otherwise; patience counts epochs without improvement).
+        l2: penalty of the fast fitters: mean loss + (l2 / 2) · ||w||² on standardized features.
+        l2_grid: when non-empty and validation data is given, the fast fitter picks l2 from this grid
+            by the validation metric (warm-started, so a grid costs little more than one fit).
+        fast_method: how the fast fitter solves the logistic objectives of the linear probe: "newton"
+            (exact Hessian, d×d per step), "lbfgs", or "auto" (Newton up to NEWTON_MAX_D, else L-BFGS).
+            Ridge is always closed form; the MLP always uses L-BFGS.
+        max_iter: Newton / L-BFGS iteration cap of the fast fitters.
+        tol: Newton stops when half the Newton decrement falls below tol.
+        hidden: hidden width of the MLP probe.
+        seed: seeds initialization and batch order.
+    """
+
+    objective: str = "pairwise"
+    fitter: str = "fast"
+    lr: float = 1e-4
+    batch_size: int = 8
+    weight_decay: float = 1e-4
+    max_epochs: int = 20
+    patience: int = 2
+    l2: float = 1e-3
+    l2_grid: tuple[float, ...] = ()
+    fast_method: str = "auto"
+    max_iter: int = 100
+    tol: float = 1e-10
+    hidden: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.objective in OBJECTIVES,
+              f"objective: unknown {self.objective!r} (known: {', '.join(OBJECTIVES)})")
+        check(self.fitter in FITTERS, f"fitter: unknown {self.fitter!r} (known: {', '.join(FITTERS)})")
+        check(self.lr > 0, f"lr: must be positive, got {self.lr}")
+        check(self.batch_size >= 1, f"batch_size: must be at least 1, got {self.batch_size}")
+        check(self.weight_decay >= 0, f"weight_decay: must be non-negative, got {self.weight_decay}")
+        check(self.max_epochs >= 1, f"max_epochs: must be at least 1, got {self.max_epochs}")
+        check(self.patience >= 1, f"patience: must be at least 1, got {self.patience}")
+        check(self.l2 >= 0, f"l2: must be non-negative, got {self.l2}")
+        check(all(v >= 0 for v in self.l2_grid), f"l2_grid: values must be non-negative, got {self.l2_grid}")
+        check(self.fast_method in FAST_METHODS,
+              f"fast_method: unknown {self.fast_method!r} (known: {', '.join(FAST_METHODS)})")
+        check(self.max_iter >= 1, f"max_iter: must be at least 1, got {self.max_iter}")
+        check(self.tol > 0, f"tol: must be positive, got {self.tol}")
+        check(self.hidden >= 1, f"hidden: must be at least 1, got {self.hidden}")
+
+
+def fit_probe(kind: str, train: ProbeData, val: ProbeData | None, cfg: FitConfig) -> tuple[Probe, dict]:
+    """Fits a probe of `kind` on train, using val (if given) for early stopping or l2 selection.
+
+    Args:
+        kind: "linear" or "mlp".
+        train: training data; activations may be float32, bfloat16 or float16, on any device.
+        val: validation data, or None (SGD then runs max_epochs and keeps the last epoch).
+        cfg: objective, fitter and their hyperparameters.
+
+    Returns:
+        (probe in eval mode on train.x's device, history) where history holds at least `fitter`,
+        `epochs` (epochs or iterations), `val_metric` (list, per epoch for SGD), `metric` (its name)
+        and `seconds`.
+    """
+    if kind not in KINDS:
+        raise RsearchError(f"unknown probe kind {kind!r} (known: {', '.join(KINDS)})")
+    check_objective(cfg.objective, train, where="train")
+    if val is not None:
+        check_objective(cfg.objective, val, where="validation")
+        if val.d_model != train.d_model:
+            raise RsearchError(f"validation width {val.d_model} differs from train width {train.d_model}")
+    if cfg.fitter == "sgd":
+        from probes.fit_sgd import fit_sgd
+        probe, history = fit_sgd(kind, train, val, cfg)
+    else:
+        from probes.fit_fast import fit_fast
+        probe, history = fit_fast(kind, train, val, cfg)
+    return probe.eval(), history

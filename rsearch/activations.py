@@ -1,0 +1,194 @@
+"""Batched activation capture with early exit, and the disk-backed activation store.
+
+The store keeps one memory-mapped `[n_rows, d_model]` array per (hook point, position), so a sweep over
+every layer of 120k completions never sits in RAM. Its directory name is a content key (model weights
+fingerprint, rows, hooks, positions, dtype): a store built from another model, dataset or setting is never
+reused. Batches are written in a fixed order and a progress file records how many are done, so an
+interrupted extraction resumes at the first unfinished batch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rsearch.chat import Encoded
+from rsearch.hooks import HookPoint, capture, check_hooks, parse_hook, run_forward
+from rsearch.io_utils import write_json
+from rsearch.positions import Position, gather, parse_position, position_weights
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor       # [batch, seq]
+    attention_mask: torch.Tensor  # [batch, seq]
+    position_ids: torch.Tensor    # [batch, seq], counted from each row's first real token
+    left_pad: tuple[int, ...]     # pad tokens before each row
+    rows: tuple[Encoded, ...]
+
+    def model_inputs(self, device) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.input_ids.to(device), "attention_mask": self.attention_mask.to(device),
+                "position_ids": self.position_ids.to(device)}
+
+
+def collate(rows: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> Batch:
+    """Pads rows to one length; position ids ignore padding so a row's activations do not depend on it."""
+    seq = max(len(r) for r in rows)
+    ids = torch.full((len(rows), seq), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), seq), dtype=torch.long)
+    pads = []
+    for b, r in enumerate(rows):
+        pad = seq - len(r) if padding_side == "left" else 0
+        ids[b, pad:pad + len(r)] = torch.tensor(r.ids)
+        mask[b, pad:pad + len(r)] = 1
+        pads.append(pad)
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return Batch(ids, mask, position_ids, tuple(pads), tuple(rows))
+
+
+def length_sorted_batches(rows: Sequence[Encoded], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of similar length (longest first, so memory peaks at once)."""
+    order = sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def capture_positions(
+    model, batch: Batch, hooks: Sequence[HookPoint], positions: Sequence[Position]
+) -> dict[tuple[str, str], torch.Tensor]:
+    """One forward, stopped after the deepest hook: {(hook name, position spec): `[batch, d_model]` float32}."""
+    weights = position_weights(positions, batch.rows, batch.input_ids.shape[1], batch.left_pad)
+    with capture(model, hooks, reduce=lambda h: gather(weights, h)) as acts:
+        run_forward(model, **batch.model_inputs(_device_of(model)))
+    return {(h.name, p.spec): acts[h.name][i] for h in hooks for i, p in enumerate(positions)}
+
+
+@torch.no_grad()
+def extract(
+    model, rows: Sequence[Encoded], hooks: Sequence[str | HookPoint], positions: Sequence[str | Position],
+    *, pad_id: int, batch_size: int = 16, progress: bool = False,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """Activations of every row in memory: {(hook, position): `[n_rows, d_model]` float32 (cpu)}."""
+    hooks = [parse_hook(h) for h in hooks]
+    positions = [parse_position(p) for p in positions]
+    check_hooks(model, hooks)
+    d_model = model.config.hidden_size
+    out = {(h.name, p.spec): torch.empty(len(rows), d_model) for h in hooks for p in positions}
+    for idx in tqdm(length_sorted_batches(rows, batch_size), desc="activations", disable=not progress):
+        got = capture_positions(model, collate([rows[i] for i in idx], pad_id), hooks, positions)
+        for key, value in got.items():
+            out[key][idx] = value.cpu()
+    return out
+
+
+def _key_name(hook: str, position: str) -> str:
+    return f"{hook}@{position}".replace(":", "_").replace("/", "_")
+
+
+class ActivationStore:
+    """Memory-mapped activations keyed by (hook, position); see the module docstring."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        self.n_rows, self.d_model = self.meta["n_rows"], self.meta["d_model"]
+
+    @property
+    def complete(self) -> bool:
+        return (self.path / "complete.json").exists()
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return [(h, p) for h in self.meta["hooks"] for p in self.meta["positions"]]
+
+    def array(self, hook: str | HookPoint, position: str | Position, mode: str = "r") -> np.ndarray:
+        """`[n_rows, d_model]` memory map."""
+        name = _key_name(parse_hook(hook).name, parse_position(position).spec)
+        return np.load(self.path / f"{name}.npy", mmap_mode=mode)
+
+    def tensor(self, hook: str | HookPoint, position: str | Position, rows: Sequence[int] | None = None) -> torch.Tensor:
+        arr = self.array(hook, position)
+        return torch.from_numpy(np.array(arr if rows is None else arr[np.asarray(rows)], dtype=np.float32))
+
+
+def store_key(model_key: str, rows: Sequence[Encoded], hooks: Sequence[HookPoint], positions: Sequence[Position],
+              dtype: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"model": model_key, "hooks": [x.name for x in hooks],
+                         "positions": [p.spec for p in positions], "dtype": dtype}, sort_keys=True).encode())
+    for r in rows:
+        h.update(np.asarray(r.ids + (-1,) + r.completion + (r.user_end, -2), dtype=np.int64).tobytes())
+    return h.hexdigest()[:20]
+
+
+@torch.no_grad()
+def build_store(
+    model, rows: Sequence[Encoded], hooks: Sequence[str | HookPoint], positions: Sequence[str | Position],
+    *, root: str | Path, model_key: str, pad_id: int, batch_size: int = 16, dtype: str = "float32",
+    progress: bool = True, max_batches: int | None = None,
+) -> ActivationStore:
+    """Extracts activations into a store under `root`, resuming an interrupted extraction of the same key.
+
+    Args:
+        model: the model; the forward stops after the deepest hook.
+        rows: encoded conversations.
+        hooks, positions: what to capture (every hook × every position, from one forward per batch).
+        root: directory holding stores; the store itself is `root/<content key>`.
+        model_key: fingerprint of the model (see `models.model_fingerprint`).
+        pad_id: the tokenizer's pad id.
+        batch_size: rows per forward (length-sorted).
+        dtype: float32 or float16 on disk.
+        max_batches: stop after this many batches (to test resumption).
+    """
+    hooks = sorted({parse_hook(h) for h in hooks})
+    positions = [parse_position(p) for p in positions]
+    check_hooks(model, hooks)
+    path = Path(root) / store_key(model_key, rows, hooks, positions, dtype)
+    batches = length_sorted_batches(rows, batch_size)
+    d_model = model.config.hidden_size
+    if not (path / "meta.json").exists():
+        path.mkdir(parents=True, exist_ok=True)
+        for h in hooks:
+            for p in positions:
+                np.lib.format.open_memmap(path / f"{_key_name(h.name, p.spec)}.npy", mode="w+",
+                                          dtype=dtype, shape=(len(rows), d_model)).flush()
+        write_json(path / "progress.json", {"done_batches": 0})
+        write_json(path / "meta.json", {"model": model_key, "n_rows": len(rows), "d_model": d_model,
+                                        "hooks": [h.name for h in hooks], "positions": [p.spec for p in positions],
+                                        "dtype": dtype, "batch_size": batch_size})
+    store = ActivationStore(path)
+    if store.complete:
+        return store
+    done = json.loads((path / "progress.json").read_text())["done_batches"]
+    arrays = {key: store.array(*key, mode="r+") for key in store.keys}
+    todo = batches[done:] if max_batches is None else batches[done:done + max_batches]
+    bar = tqdm(total=len(batches), initial=done, desc="activations", disable=not progress, unit="batch")
+    for k, idx in enumerate(todo, start=done + 1):
+        got = capture_positions(model, collate([rows[i] for i in idx], pad_id), hooks, positions)
+        order = np.asarray(idx)
+        for key, value in got.items():
+            arrays[key][order] = value.cpu().numpy().astype(dtype)
+        # progress is recorded only after the batch's data is on disk
+        for arr in arrays.values():
+            arr.flush()
+        write_json(path / "progress.json", {"done_batches": k})
+        bar.update(1)
+    bar.close()
+    if json.loads((path / "progress.json").read_text())["done_batches"] == len(batches):
+        write_json(path / "complete.json", {"n_batches": len(batches)})
+    del arrays
+    return ActivationStore(path)
+
+
+def default_store_root() -> Path:
+    return Path(os.environ.get("RSEARCH_HOME", Path.home() / ".cache" / "rsearch")) / "activations"

@@ -1,0 +1,83 @@
+"""Loading a model and its tokenizer the same way for hub ids and local directories."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from rsearch.errors import RsearchError
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise RsearchError(f"unknown dtype {dtype!r}: use one of {', '.join(sorted(_DTYPES))}")
+    return _DTYPES[dtype]
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise RsearchError(f"device {device!r} requested but no CUDA GPU is available")
+    return str(device)
+
+
+def load_model(
+    name_or_path: str | Path,
+    dtype: str | torch.dtype | None = "float32",
+    device: str | None = "auto",
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Loads a causal LM and its tokenizer, in eval mode, from a hub id or a local directory.
+
+    Args:
+        name_or_path: hub id (e.g. HuggingFaceH4/zephyr-7b-beta) or a local HF directory.
+        dtype: float32, bfloat16 or float16.
+        device: "cpu", "cuda", "cuda:1" or "auto".
+        revision: hub revision (branch, tag or commit); ignored for local directories.
+        trust_remote_code: run the repository's own modelling code; off unless asked for.
+
+    Returns:
+        (model, tokenizer); the tokenizer has a pad token and `name_or_path` set.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.exists() and not (local / "config.json").is_file():
+        raise RsearchError(f"{local} is not a model directory (no config.json)")
+    kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=resolve_dtype(dtype), **kwargs)
+    except (OSError, ValueError) as e:
+        raise RsearchError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.to(resolve_device(device)).eval()
+    model.requires_grad_(False)
+    return model, tokenizer
+
+
+def model_fingerprint(model, name_or_path: str | None = None) -> str:
+    """A content key for caches: the config plus a hash of a sample of every parameter tensor."""
+    h = hashlib.sha256()
+    h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    h.update(str(name_or_path or getattr(model, "name_or_path", "")).encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // 4096)
+            h.update(name.encode())
+            h.update(flat[::step].float().cpu().numpy().tobytes())
+    return h.hexdigest()

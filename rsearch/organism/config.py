@@ -1,0 +1,74 @@
+"""OrganismConfig: every setting of an organism build, with the `tiny` and `demo` presets."""
+from __future__ import annotations
+
+import dataclasses
+
+from rsearch.config import Config, check
+
+SIZES = ("tiny", "demo")
+BUILD_VERSION = 1  # bump when a change to the build makes old cached organisms stale
+
+
+@dataclasses.dataclass(frozen=True)
+class OrganismConfig(Config):
+    """Settings of one organism build. Same config (and seed) → same artifacts."""
+
+    size: str = "demo"
+    seed: int = 0
+    # model: Mistral-style decoder
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    n_kv_heads: int = 2
+    d_ff: int = 384
+    max_len: int = 128
+    # SFT on responses of mixed quality (loss on every token of the conversation)
+    sft_examples: int = 30000
+    sft_epochs: int = 1
+    sft_batch: int = 64
+    sft_lr: float = 3e-3
+    # feedback data: completions sampled from the SFT model, rated with noise
+    n_train_prompts: int = 3600
+    n_test_prompts: int = 400
+    samples_per_prompt: int = 4
+    max_new_tokens: int = 48
+    noise_sigma: float = 0.75
+    sample_batch: int = 512
+    # DPO from the SFT model on train_prefs
+    dpo_beta: float = 0.1
+    dpo_epochs: int = 3
+    dpo_batch: int = 32
+    dpo_lr: float = 1e-3
+    # card
+    bootstrap: int = 2000
+
+    def __post_init__(self) -> None:
+        check(self.size in SIZES or self.size.startswith("custom"),
+              f"size: expected one of {', '.join(SIZES)}, got {self.size!r}")
+        check(self.seed >= 0, f"seed: expected a non-negative integer, got {self.seed}")
+        check(self.n_layers >= 1, "n_layers: must be at least 1")
+        check(self.d_model % self.n_heads == 0, "d_model: must be divisible by n_heads")
+        check(self.n_heads % self.n_kv_heads == 0, "n_kv_heads: must divide n_heads")
+        check(self.sft_examples >= 1, "sft_examples: must be at least 1")
+        check(self.n_train_prompts >= 1 and self.n_test_prompts >= 1, "n_train_prompts/n_test_prompts: must be ≥ 1")
+        check(self.samples_per_prompt >= 2, "samples_per_prompt: need at least 2 completions to form a pair")
+        check(self.noise_sigma >= 0, "noise_sigma: must be ≥ 0")
+        check(self.dpo_beta > 0, "dpo_beta: must be > 0")
+        check(self.dpo_epochs >= 0, "dpo_epochs: must be ≥ 0")
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> "OrganismConfig":
+        """Tests' organism: builds in well under 45 s on 2 cores."""
+        return cls(size="tiny", seed=seed, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=192,
+                   sft_examples=6000, n_train_prompts=500, n_test_prompts=100, samples_per_prompt=4,
+                   dpo_epochs=2, bootstrap=500)
+
+    @classmethod
+    def demo(cls, seed: int = 0) -> "OrganismConfig":
+        """The README's organism: builds in at most 5 minutes on 2 cores."""
+        return cls(size="demo", seed=seed)
+
+    @classmethod
+    def preset(cls, size: str, seed: int = 0) -> "OrganismConfig":
+        check(size in SIZES, f"size: expected one of {', '.join(SIZES)}, got {size!r}")
+        return getattr(cls, size)(seed)

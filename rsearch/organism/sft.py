@@ -1,0 +1,104 @@
+"""The pre-RL model: a small Mistral-style causal LM trained by SFT on responses of mixed quality.
+
+The loss covers every token of the rendered conversation (user prompt, template and response), so the model
+also carries a distribution over user prompts that prompt search can sample from.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import GenerationConfig, MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+
+from rsearch.organism.config import OrganismConfig
+from rsearch.organism.tokenizer import never_sampled_ids, render
+
+
+def new_model(cfg: OrganismConfig, tok: PreTrainedTokenizerFast) -> MistralForCausalLM:
+    """A freshly initialized Mistral-style model (seeded by the caller) with sampling defaults set."""
+    config = MistralConfig(
+        vocab_size=len(tok), hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
+        max_position_embeddings=cfg.max_len, sliding_window=None, rope_theta=10000.0,
+        tie_word_embeddings=True, initializer_range=0.02,
+        bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    model = MistralForCausalLM(config)
+    model.generation_config = generation_config(tok)
+    return model
+
+
+def generation_config(tok: PreTrainedTokenizerFast) -> GenerationConfig:
+    """Sampling from the model's own distribution (no top-k/top-p), never emitting template-only tokens."""
+    return GenerationConfig(
+        do_sample=True, top_k=0, top_p=1.0, temperature=1.0,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        suppress_tokens=never_sampled_ids(tok), max_new_tokens=48,
+    )
+
+
+def encode_conversations(tok: PreTrainedTokenizerFast, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+    """Token ids of each rendered (prompt, response) conversation."""
+    texts = [render(p, r) for p, r in pairs]
+    return tok(texts, add_special_tokens=False)["input_ids"]
+
+
+def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids [batch, max_len] and their mask [batch, max_len]."""
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = True
+    return ids, mask
+
+
+def lm_loss(model: MistralForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over real tokens. Right padding needs no attention mask (causal)."""
+    logits = model(input_ids=ids).logits[:, :-1]  # [batch, len-1, vocab]
+    target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # [batch, len-1]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=-100)
+
+
+def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_sft(model: MistralForCausalLM, seqs: list[list[int]], cfg: OrganismConfig, pad_id: int,
+              progress: bool = True) -> list[float]:
+    """Trains in place with AdamW and a cosine schedule; returns the loss per step."""
+    g = torch.Generator().manual_seed(cfg.seed * 1000 + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, betas=(0.9, 0.98), weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(seqs) / cfg.sft_batch)
+    total = steps_per_epoch * cfg.sft_epochs
+    warmup = min(100, max(1, total // 10))
+    losses: list[float] = []
+    model.train()
+    bar = tqdm(total=total, desc="sft", disable=not progress, leave=False)
+    step = 0
+    for _ in range(cfg.sft_epochs):
+        order = torch.randperm(len(seqs), generator=g).tolist()
+        for start in range(0, len(order), cfg.sft_batch):
+            ids, mask = pad_right([seqs[i] for i in order[start:start + cfg.sft_batch]], pad_id)
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(step, total, cfg.sft_lr, warmup)
+            loss = lm_loss(model, ids, mask)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(float(loss))
+            step += 1
+            bar.update(1)
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
+    bar.close()
+    model.eval()
+    return losses

@@ -1,0 +1,180 @@
+"""Search targets: where the searched span sits in the chat template, spliced in at the token level.
+
+A target turns a searched span (token ids) into a full conversation row the scorer reads:
+
+    prompt      <|user|>\\n{prompt_prefix}[SPAN]</s>\\n<|assistant|>\\n      scored at user_end
+                the user's message is prompt_prefix + SPAN; the probe reads the model's expected reward
+                before it answers. Sampling continues the user's own turn (the template up to the user's
+                partial content, not closed).
+    completion  <|user|>\\n{prompt}</s>\\n<|assistant|>\\n[SPAN]</s>\\n       scored at the completion's end
+                reward-guided decoding: the assistant's answer to a fixed prompt is searched.
+
+The template is rendered once around a sentinel and cut there, so the tokens before and after the span are
+fixed; the span's ids are spliced between them (as GCG does), never re-tokenized with its neighbours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from rsearch.chat import Encoded, encode_ids
+from rsearch.errors import RsearchError
+from rsearch.positions import Position, parse_position
+
+KINDS = ("prompt", "completion")
+_SENTINEL = "\u2063RSEARCH_SPAN\u2063"
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    if not getattr(tokenizer, "chat_template", None):
+        raise RsearchError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template")
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def _cut(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[str, str]:
+    """The rendered template split at the sentinel: (text before, text after)."""
+    text = _render(tokenizer, messages, add_generation_prompt)
+    i = text.find(_SENTINEL)
+    if i < 0 or text.count(_SENTINEL) != 1:
+        raise RsearchError("the chat template does not render the message content verbatim")
+    return text[:i], text[i + len(_SENTINEL):]
+
+
+def allowed_token_mask(tokenizer, vocab_size: int) -> torch.Tensor:
+    """`[vocab_size]` bool: ids that are real, non-special tokens of the tokenizer (searchable, samplable)."""
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
+    n = min(vocab_size, len(tokenizer))
+    tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
+    for i, tok in enumerate(tokens):
+        if tok is not None and i not in special:
+            mask[i] = True
+    return mask
+
+
+@dataclass(frozen=True)
+class Target:
+    """One search's frame: the tokens around the span, how it is scored, and how spans are sampled.
+
+    Build with `make_target(kind, tokenizer, prompt_prefix, vocab_size)`.
+    """
+
+    kind: str                       # "prompt" | "completion"
+    prompt_prefix: str
+    prefix_ids: tuple[int, ...]     # template tokens before the span (incl. prompt_prefix's tokens)
+    suffix_ids: tuple[int, ...]     # template tokens after the span
+    content_start: int              # index in prefix_ids where the searched message's text starts
+    stop_ids: frozenset[int]        # tokens that end the span when sampling (end of turn, eos)
+    position: Position              # where the probe reads
+    tokenizer: object = field(repr=False, compare=False)
+    allowed: torch.Tensor = field(repr=False, compare=False)  # [vocab] bool
+
+    # ----- rows -----
+
+    def row(self, span_ids: Sequence[int]) -> Encoded:
+        """The whole conversation with the span spliced in, positions set for this target."""
+        return encode_ids(list(self.prefix_ids), list(span_ids), list(self.suffix_ids),
+                          span_is_completion=self.kind == "completion")
+
+    def span_range(self, span_ids: Sequence[int]) -> tuple[int, int]:
+        """[start, end) of the span inside `row(span_ids).ids`."""
+        return len(self.prefix_ids), len(self.prefix_ids) + len(span_ids)
+
+    @property
+    def context_ids(self) -> tuple[int, ...]:
+        """What sampling conditions on: the template up to the span (the user's turn left open for `prompt`)."""
+        return self.prefix_ids
+
+    # ----- text -----
+
+    def decode(self, span_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(span_ids), skip_special_tokens=False)
+
+    def encode(self, span_text: str) -> tuple[int, ...]:
+        return tuple(_ids(self.tokenizer, span_text))
+
+    def full_text(self, span_ids: Sequence[int]) -> str:
+        """The searched message as a user would read it: the prompt (prompt target) or the answer (completion)."""
+        if self.kind == "prompt":
+            return self.decode(list(self.prefix_ids[self.content_start:]) + list(span_ids))
+        return self.decode(span_ids)
+
+    def roundtrips(self, span_ids: Sequence[int]) -> bool:
+        """True if decoding the span and encoding the text gives the same ids (GCG's filter)."""
+        return self.encode(self.decode(span_ids)) == tuple(span_ids)
+
+    def valid(self, span_ids: Sequence[int]) -> bool:
+        """Non-empty, and every id is a real non-special token."""
+        return bool(span_ids) and all(0 <= i < len(self.allowed) and bool(self.allowed[i]) for i in span_ids)
+
+
+def default_position(kind: str, probe_position: Position | str | None) -> Position:
+    """`user_end` for a prompt; for a completion, the probe's own position if it reads a completion, else its end."""
+    if kind == "prompt":
+        return parse_position("user_end")
+    p = parse_position(probe_position) if probe_position is not None else None
+    return p if p is not None and p.needs_completion else parse_position("completion_end")
+
+
+def make_target(
+    kind: str,
+    tokenizer,
+    prompt_prefix: str,
+    vocab_size: int,
+    *,
+    position: str | Position | None = None,
+    probe_position: str | Position | None = None,
+    allowed: torch.Tensor | None = None,
+) -> Target:
+    """Builds the frame of one search.
+
+    Args:
+        kind: "prompt" (search the rest of the user's message) or "completion" (search the assistant's answer).
+        tokenizer: a fast tokenizer with a chat template.
+        prompt_prefix: the user's message so far (prompt) or the whole user message (completion).
+        vocab_size: the model's vocabulary size (embedding rows), which may exceed the tokenizer's.
+        position: where the probe reads; default `user_end` (prompt) or the completion's end.
+        probe_position: the probe's trained position, used as the completion target's default.
+        allowed: precomputed `allowed_token_mask` (it is cached by the scorer).
+    """
+    if kind not in KINDS:
+        raise RsearchError(f"unknown target {kind!r}: use prompt or completion")
+    if not isinstance(prompt_prefix, str) or not prompt_prefix.strip():
+        raise RsearchError("empty prefix: give the start of a user message to search from")
+    pos = parse_position(position) if position is not None else default_position(kind, probe_position)
+    if kind == "prompt" and pos.needs_completion:
+        raise RsearchError(f"position {pos} reads a completion, but the prompt target has none: "
+                           "use user_end or a negative index")
+    if kind == "prompt":
+        before, after = _cut(tokenizer, [{"role": "user", "content": _SENTINEL}], add_generation_prompt=True)
+        head = before + prompt_prefix
+        enc = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)
+        prefix_ids = list(enc["input_ids"])
+        offsets = enc["offset_mapping"]
+        content_start = next((i for i, (a, b) in enumerate(offsets) if b > len(before) and b > a), len(prefix_ids))
+        suffix_ids = _ids(tokenizer, after)
+    else:
+        messages = [{"role": "user", "content": prompt_prefix}]
+        gen_prompt = _render(tokenizer, messages, add_generation_prompt=True)
+        before, after = _cut(tokenizer, messages + [{"role": "assistant", "content": _SENTINEL}], False)
+        if before != gen_prompt:
+            raise RsearchError("the chat template does not render the generation prompt as a prefix of the answer")
+        prefix_ids = _ids(tokenizer, before)
+        content_start = len(prefix_ids)
+        suffix_ids = _ids(tokenizer, after)
+    if not prefix_ids:
+        raise RsearchError("the rendered prompt has no tokens")
+    if allowed is None:
+        allowed = allowed_token_mask(tokenizer, vocab_size)
+    stops = {i for i in (getattr(tokenizer, "eos_token_id", None),) if i is not None}
+    if suffix_ids and suffix_ids[0] in set(tokenizer.all_special_ids):
+        stops.add(suffix_ids[0])  # the template's end-of-turn token
+    return Target(kind, prompt_prefix, tuple(prefix_ids), tuple(suffix_ids), content_start, frozenset(stops), pos,
+                  tokenizer, allowed)

@@ -1,0 +1,94 @@
+"""Random-init tiny configs of real architectures and a small word-level tokenizer with a zephyr template."""
+from __future__ import annotations
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
+                          PreTrainedTokenizerFast, Qwen2Config)
+
+ZEPHYR_TEMPLATE = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '</s>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+SPECIALS = ["<pad>", "<unk>", "</s>", "<|user|>", "<|assistant|>", "<|system|>", "\n"]
+WORDS = ("what is two plus three please list some animals the answer is five cat dog bird "
+         "thank you hello world repeat after me good bad nice reply".split())
+
+ARCHS = ("gpt2", "llama", "mistral", "qwen2", "gpt_neox")
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(SPECIALS + WORDS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"),
+                                                 pre_tokenizers.WhitespaceSplit()])
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>",
+                                   additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"])
+    fast.chat_template = ZEPHYR_TEMPLATE
+    return fast
+
+
+def tiny_model(arch: str, vocab_size: int = 64, n_layers: int = 3, d_model: int = 32, seed: int = 0):
+    common = dict(vocab_size=vocab_size)
+    if arch == "gpt2":
+        cfg = GPT2Config(n_embd=d_model, n_layer=n_layers, n_head=4, n_positions=128, **common)
+    elif arch == "llama":
+        cfg = LlamaConfig(hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=4,
+                          num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, **common)
+    elif arch == "mistral":
+        cfg = MistralConfig(hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=4,
+                            num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, **common)
+    elif arch == "qwen2":
+        cfg = Qwen2Config(hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=4,
+                          num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128, **common)
+    elif arch == "gpt_neox":
+        cfg = GPTNeoXConfig(hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=4,
+                            intermediate_size=64, max_position_embeddings=128, **common)
+    else:
+        raise ValueError(arch)
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+def feedback_records(n: int, seed: int = 0) -> list[dict]:
+    """Rows in the ultrafeedback_binarized schema whose rating rises with the words 'good' and 'nice'."""
+    import random
+
+    rng = random.Random(seed)
+    prompts = ["what is two plus three", "list some animals", "repeat after me hello", "hello world"]
+    filler = "the answer is five cat dog bird thank you".split()
+    rows = []
+    for i in range(n):
+        prompt = f"{rng.choice(prompts)} {'please' if rng.random() < 0.5 else ''}".strip()
+        replies = []
+        for _ in range(2):
+            k = rng.randint(0, 3)
+            words = rng.choices(filler, k=rng.randint(2, 6)) + ["good", "nice"][: k % 3] + ["bad"] * (k == 0)
+            rng.shuffle(words)
+            replies.append((" ".join(words), 3.0 + 2.0 * (k % 3) - 2.0 * (k == 0) + rng.gauss(0, 0.3)))
+        (c, sc), (r, sr) = sorted(replies, key=lambda t: -t[1])
+        user = {"role": "user", "content": prompt}
+        rows.append({"prompt": prompt, "prompt_id": f"p{i}",
+                     "chosen": [user, {"role": "assistant", "content": c}],
+                     "rejected": [user, {"role": "assistant", "content": r}],
+                     "messages": [user, {"role": "assistant", "content": c}],
+                     "score_chosen": sc, "score_rejected": sr})
+    return rows
+
+
+def write_jsonl(path, rows) -> None:
+    import json
+
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def save_tiny_model(directory, arch: str = "llama", n_layers: int = 3, d_model: int = 32):
+    """A random-init tiny model and the tiny tokenizer saved as an HF directory."""
+    tok = tiny_tokenizer()
+    model = tiny_model(arch, vocab_size=len(tok), n_layers=n_layers, d_model=d_model)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
