@@ -78,13 +78,20 @@ class ProbeData:
             lengths=None if self.lengths is None else self.lengths[rows],
         )
 
+    def to(self, device: torch.device | str) -> ProbeData:
+        """All tensors on `device` (x keeps its dtype)."""
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+        return ProbeData(x=self.x.to(device), y=self.y.to(device), pairs=move(self.pairs),
+                         lengths=move(self.lengths))
+
     def with_labels(self, y: Tensor, pairs: Tensor | None) -> ProbeData:
         """Same activations and lengths with new labels and pairs (the shuffled control uses this)."""
         return ProbeData(x=self.x, y=y, pairs=pairs, lengths=self.lengths)
 
 
 def column_stats(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
-    """Per-column mean and std of x, accumulated in float64 over row chunks.
+    """Per-column mean and std (n − 1) of x: float32 sums per row chunk, accumulated in float64.
 
     Args:
         x: [n, d] activations of any float dtype.
@@ -96,15 +103,17 @@ def column_stats(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     n = x.shape[0]
     if n == 0:
         raise RsearchError("cannot fit a probe on zero rows")
+    shift = x[0].float()                                        # [d]; centring first keeps float32 sums exact enough
     total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
     for start in range(0, n, CHUNK_ROWS):
-        total += x[start:start + CHUNK_ROWS].double().sum(0)
-    mean = total / n
+        total += (x[start:start + CHUNK_ROWS].float() - shift).sum(0).double()
+    mean = total / n + shift.double()
+    mean32 = mean.float()
     sq = torch.zeros_like(total)
     for start in range(0, n, CHUNK_ROWS):
-        sq += (x[start:start + CHUNK_ROWS].double() - mean).pow(2).sum(0)
+        sq += (x[start:start + CHUNK_ROWS].float() - mean32).pow(2).sum(0).double()
     std = (sq / max(n - 1, 1)).sqrt().clamp_min(eps)
-    return mean.float(), std.float()
+    return mean32, std.float()
 
 
 def _shape(t: object) -> str:

@@ -1,7 +1,8 @@
 """Fast fitters: closed-form ridge, Newton/IRLS for the logistic objectives, full-batch L-BFGS.
 
-All minimise mean loss + (l2 / 2) · ||w||² on standardized features, full batch, streaming the data in
-row chunks (float32 matmuls, float64 accumulation), so n × d never has to fit in memory twice.
+All minimise mean loss + (l2 / 2) · ||w||² on standardized features, full batch, over row chunks
+(float32 matmuls, float64 accumulation). The standardized design is kept in memory up to
+MATERIALIZE_BYTES and rebuilt from the activations on every pass beyond that.
 Pairwise uses difference features z_chosen − z_rejected, where the mean and the bias cancel.
 Classification appends an unpenalized intercept column. The MLP probe has no closed form or cheap
 Hessian: it is fitted by L-BFGS, checking the validation metric every LBFGS_EVAL_EVERY iterations and
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 NEWTON_MAX_D = 2048
 LBFGS_EVAL_EVERY = 10
+MATERIALIZE_BYTES = 2 << 30
 
 Solver = Callable[[float, Tensor], tuple[Tensor, int]]
 
@@ -49,10 +51,10 @@ def fit_fast(kind: str, train: ProbeData, val: ProbeData | None, cfg: FitConfig)
     start = time.perf_counter()
     probe = init_probe(kind, train, cfg)
     lambdas = _lambdas(cfg, val)
-    if kind == "mlp" or (cfg.objective != "regression" and _method(cfg, train.d_model) == "lbfgs"):
-        history = _fit_lbfgs(probe, train, val, cfg, lambdas)
+    if kind == "mlp":
+        history = _fit_mlp_lbfgs(probe, train, val, cfg, lambdas)
     else:
-        history = _fit_linear_exact(probe, train, val, cfg, lambdas)
+        history = _fit_linear(probe, train, val, cfg, lambdas)
     history["seconds"] = time.perf_counter() - start
     return probe, history
 
@@ -77,6 +79,39 @@ def design_chunks(data: ProbeData, objective: str, mean: Tensor, std: Tensor) ->
         yield feats, data.y[i:i + CHUNK_ROWS].float()
 
 
+class Design:
+    """The standardized design of an objective: held in memory when it fits MATERIALIZE_BYTES, else
+    rebuilt from the activations chunk by chunk on every pass."""
+
+    def __init__(self, data: ProbeData, objective: str, mean: Tensor, std: Tensor) -> None:
+        self.n = num_units(data, objective)
+        self.dim = data.d_model + (objective == "classification")
+        self._args = (data, objective, mean, std)
+        fits = self.n * self.dim * 4 <= MATERIALIZE_BYTES
+        self._cached = list(design_chunks(*self._args)) if fits else None
+
+    def chunks(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return iter(self._cached) if self._cached is not None else design_chunks(*self._args)
+
+    def logistic(self, w: Tensor, l2: float, penalized: Tensor, hessian: bool = False
+                 ) -> tuple[float, Tensor, Tensor | None]:
+        """Penalized mean logistic loss at w [p] (float64), its gradient [p] and optionally Hessian [p, p]."""
+        grad = torch.zeros_like(w)
+        hess = torch.zeros(self.dim, self.dim, dtype=w.dtype, device=w.device) if hessian else None
+        loss, w32 = 0.0, w.float()
+        for feats, y in self.chunks():
+            m = feats @ w32                                                             # [c]
+            p = torch.sigmoid(m)
+            grad += (feats.T @ (p - y)).double()
+            if hess is not None:
+                hess += ((feats * (p * (1 - p))[:, None]).T @ feats).double()
+            loss += float((F.softplus(m) - y * m).double().sum())
+        grad = grad / self.n + l2 * penalized * w
+        if hess is not None:
+            hess = hess / self.n + torch.diag(l2 * penalized + 1e-10)
+        return loss / self.n + 0.5 * l2 * float((penalized * w * w).sum()), grad, hess
+
+
 def ridge_solver(data: ProbeData, mean: Tensor, std: Tensor) -> tuple[Solver, float]:
     """Normal equations of ridge on standardized features; returns (l2 -> weights, intercept).
 
@@ -87,7 +122,7 @@ def ridge_solver(data: ProbeData, mean: Tensor, std: Tensor) -> tuple[Solver, fl
     y_bar = float(data.y.double().mean())
     gram = torch.zeros(d, d, dtype=torch.float64, device=data.x.device)            # [d, d]
     rhs = torch.zeros(d, dtype=torch.float64, device=data.x.device)                # [d]
-    for feats, y in design_chunks(data, "regression", mean, std):
+    for feats, y in design_chunks(data, "regression", mean, std):               # one pass: no caching
         gram += (feats.T @ feats).double()
         rhs += (feats.T @ (y - y_bar)).double()
     gram, rhs = gram / n, rhs / n
@@ -107,42 +142,18 @@ def ridge_solver(data: ProbeData, mean: Tensor, std: Tensor) -> tuple[Solver, fl
     return solve, y_bar
 
 
-def newton_solver(data: ProbeData, objective: str, mean: Tensor, std: Tensor, cfg: FitConfig) -> Solver:
-    """Newton/IRLS on the logistic loss with an L2 penalty (intercept unpenalized); l2, w0 -> (w, steps).
+def newton_solver(design: Design, penalized: Tensor, cfg: FitConfig) -> Solver:
+    """Newton/IRLS on the penalized logistic loss; (l2, w0) -> (w, steps).
 
     Each step: gradient and Hessian in one pass, Cholesky solve, backtracking on the objective.
     Stops when half the Newton decrement gᵀH⁻¹g falls below cfg.tol.
     """
-    n = num_units(data, objective)
-    dim = data.d_model + (objective == "classification")
-    penalized = torch.ones(dim, dtype=torch.float64, device=data.x.device)
-    if objective == "classification":
-        penalized[-1] = 0.0
-
-    def value(w: Tensor, l2: float) -> float:
-        w32, total = w.float(), 0.0
-        for feats, y in design_chunks(data, objective, mean, std):
-            m = feats @ w32
-            total += float((F.softplus(m) - y * m).double().sum())
-        return total / n + 0.5 * l2 * float((penalized * w * w).sum())
 
     def solve(l2: float, w0: Tensor) -> tuple[Tensor, int]:
         w = w0.clone()
         for step in range(cfg.max_iter):
-            # gradient, Hessian and loss of the mean logistic loss in one pass
-            grad = torch.zeros(dim, dtype=torch.float64, device=w.device)                  # [p]
-            hess = torch.zeros(dim, dim, dtype=torch.float64, device=w.device)             # [p, p]
-            loss, w32 = 0.0, w.float()
-            for feats, y in design_chunks(data, objective, mean, std):
-                m = feats @ w32                                                             # [c]
-                p = torch.sigmoid(m)
-                grad += (feats.T @ (p - y)).double()
-                hess += ((feats * (p * (1 - p))[:, None]).T @ feats).double()
-                loss += float((F.softplus(m) - y * m).double().sum())
-            grad = grad / n + l2 * penalized * w
-            hess = hess / n + torch.diag(l2 * penalized + 1e-10)
-            loss = loss / n + 0.5 * l2 * float((penalized * w * w).sum())
             # the Newton direction; stop once the decrement says we are there
+            loss, grad, hess = design.logistic(w, l2, penalized, hessian=True)
             chol, info = torch.linalg.cholesky_ex(hess)
             direction = (torch.cholesky_solve(grad[:, None], chol)[:, 0] if int(info) == 0
                          else torch.linalg.lstsq(hess, grad[:, None]).solution[:, 0])
@@ -151,7 +162,7 @@ def newton_solver(data: ProbeData, objective: str, mean: Tensor, std: Tensor, cf
                 return w, step
             # backtrack until the objective falls by a quarter of the predicted amount
             t = 1.0
-            while t > 1e-6 and value(w - t * direction, l2) > loss - 0.25 * t * decrement:
+            while t > 1e-6 and design.logistic(w - t * direction, l2, penalized)[0] > loss - 0.25 * t * decrement:
                 t /= 2
             w = w - t * direction
         return w, cfg.max_iter
@@ -159,16 +170,42 @@ def newton_solver(data: ProbeData, objective: str, mean: Tensor, std: Tensor, cf
     return solve
 
 
-def _fit_linear_exact(probe: LinearProbe, train: ProbeData, val: ProbeData | None, cfg: FitConfig,
-                      lambdas: list[float]) -> dict:
-    """Ridge (regression) or Newton (pairwise, classification) over the l2 grid, warm-started."""
+def lbfgs_solver(design: Design, penalized: Tensor, cfg: FitConfig) -> Solver:
+    """L-BFGS (strong Wolfe) in float64 on the penalized logistic loss; (l2, w0) -> (w, iterations).
+
+    Each iteration costs two matrix-vector passes over the design, against Newton's d×d Hessian.
+    """
+
+    def solve(l2: float, w0: Tensor) -> tuple[Tensor, int]:
+        w = w0.clone()
+        opt = torch.optim.LBFGS([w], lr=1.0, max_iter=cfg.max_iter, max_eval=cfg.max_iter * 5, history_size=20,
+                                tolerance_grad=1e-7, tolerance_change=cfg.tol, line_search_fn="strong_wolfe")
+
+        def closure() -> Tensor:
+            loss, w.grad, _ = design.logistic(w, l2, penalized)
+            return torch.tensor(loss, dtype=torch.float64)
+
+        opt.step(closure)
+        return w, int(opt.state[w].get("n_iter", 0))
+
+    return solve
+
+
+def _fit_linear(probe: LinearProbe, train: ProbeData, val: ProbeData | None, cfg: FitConfig,
+                lambdas: list[float]) -> dict:
+    """Ridge (regression), or Newton or L-BFGS (pairwise, classification), over the l2 grid, warm-started."""
     d, objective = train.d_model, cfg.objective
     bias = 0.0
     if objective == "regression":
         solve, bias = ridge_solver(train, probe.mean, probe.std)
         method = "ridge"
     else:
-        solve, method = newton_solver(train, objective, probe.mean, probe.std, cfg), "newton"
+        design = Design(train, objective, probe.mean, probe.std)
+        penalized = torch.ones(design.dim, dtype=torch.float64, device=train.x.device)
+        if objective == "classification":
+            penalized[-1] = 0.0
+        method = _method(cfg, d)
+        solve = (newton_solver if method == "newton" else lbfgs_solver)(design, penalized, cfg)
     w = torch.zeros(d + (objective == "classification"), dtype=torch.float64, device=train.x.device)
     metric = PRIMARY_METRIC[objective]
     grid: dict[str, float] = {}
@@ -187,9 +224,10 @@ def _fit_linear_exact(probe: LinearProbe, train: ProbeData, val: ProbeData | Non
             "epochs": steps, "val_metric": [best[0]] if val is not None else []}
 
 
-def _fit_lbfgs(probe: Probe, train: ProbeData, val: ProbeData | None, cfg: FitConfig,
-               lambdas: list[float]) -> dict:
-    """Full-batch L-BFGS (strong Wolfe) on the objective, chunked; the best validation checkpoint wins."""
+def _fit_mlp_lbfgs(probe: Probe, train: ProbeData, val: ProbeData | None, cfg: FitConfig,
+                   lambdas: list[float]) -> dict:
+    """Full-batch L-BFGS (strong Wolfe) on the objective through the MLP, chunked, weights (not biases)
+    penalized; the best validation checkpoint wins."""
     n = num_units(train, cfg.objective)
     metric = PRIMARY_METRIC[cfg.objective]
     penalized = [p for name, p in probe.named_parameters() if not name.endswith("bias")]
@@ -209,10 +247,10 @@ def _fit_lbfgs(probe: Probe, train: ProbeData, val: ProbeData | None, cfg: FitCo
                 chunk = units[i:i + CHUNK_ROWS]
                 loss = batch_loss(probe, train, chunk, cfg.objective) * (chunk.numel() / n)
                 loss.backward()
-                total += float(loss)
+                total += float(loss.detach())
             penalty = 0.5 * l2 * sum(p.pow(2).sum() for p in penalized)
             penalty.backward()
-            return torch.tensor(total + float(penalty))
+            return torch.tensor(total + float(penalty.detach()))
 
         first = next(probe.parameters())
         lam_best = float("-inf")
@@ -220,6 +258,8 @@ def _fit_lbfgs(probe: Probe, train: ProbeData, val: ProbeData | None, cfg: FitCo
             # a few L-BFGS iterations, then a validation checkpoint
             probe.train()
             before = opt.state[first].get("n_iter", 0)
+            asked = min(LBFGS_EVAL_EVERY, cfg.max_iter - before)
+            opt.param_groups[0].update(max_iter=asked, max_eval=asked * 5)
             opt.step(closure)
             ran = opt.state[first].get("n_iter", 0) - before
             iterations += ran
@@ -228,7 +268,7 @@ def _fit_lbfgs(probe: Probe, train: ProbeData, val: ProbeData | None, cfg: FitCo
             lam_best = max(lam_best, score)
             if best is None or score > best[0] or val is None:
                 best = (score, copy.deepcopy(probe.state_dict()), l2)
-            if ran < LBFGS_EVAL_EVERY or opt.state[first].get("n_iter", 0) >= cfg.max_iter:
+            if ran < asked or before + ran >= cfg.max_iter:
                 break
         grid[repr(l2)] = lam_best
     if best is None:

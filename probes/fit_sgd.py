@@ -59,7 +59,7 @@ def fit_sgd(kind: str, train: ProbeData, val: ProbeData | None, cfg: FitConfig) 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * min(cfg.batch_size, n - i)
+            total += float(loss.detach()) * min(cfg.batch_size, n - i)
         train_seconds += time.perf_counter() - t0
         history["train_loss"].append(total / n)
         history["epoch_seconds"].append(train_seconds)

@@ -94,6 +94,8 @@ def fit_probe(kind: str, train: ProbeData, val: ProbeData | None, cfg: FitConfig
         check_objective(cfg.objective, val, where="validation")
         if val.d_model != train.d_model:
             raise RsearchError(f"validation width {val.d_model} differs from train width {train.d_model}")
+    train = train.to(train.x.device)
+    val = None if val is None else val.to(train.x.device)
     if cfg.fitter == "sgd":
         from probes.fit_sgd import fit_sgd
         probe, history = fit_sgd(kind, train, val, cfg)

@@ -52,6 +52,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    torch_dtype, device = resolve_dtype(dtype), resolve_device(device)
     name = str(name_or_path)
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").is_file():
@@ -59,12 +60,12 @@ def load_model(
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=resolve_dtype(dtype), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    model.to(resolve_device(device)).eval()
+    model.to(device).eval()
     model.requires_grad_(False)
     return model, tokenizer
 

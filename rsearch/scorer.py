@@ -8,6 +8,7 @@ searched span comes from the same pass. `sample` draws continuations from the mo
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -231,7 +232,8 @@ class ProbeScorer:
     @torch.no_grad()
     def sample(self, contexts: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
                generator: torch.Generator | None = None, stop_ids: Sequence[int] = (),
-               allowed: Tensor | None = None, min_new_tokens: int = 1) -> list[tuple[tuple[int, ...], bool]]:
+               allowed: Tensor | None = None, min_new_tokens: int | Sequence[int] = 1
+               ) -> list[tuple[tuple[int, ...], bool]]:
         """Samples continuations of each context from the model (top-k 0, top-p 1: its own distribution).
 
         Args:
@@ -242,7 +244,8 @@ class ProbeScorer:
             stop_ids: tokens that end a continuation (not included in it).
             allowed: `[vocab]` bool of tokens that may be drawn (stop tokens are always allowed once
                 `min_new_tokens` are out); the scorer's `allowed` by default.
-            min_new_tokens: tokens drawn before a stop token may end a continuation.
+            min_new_tokens: tokens drawn before a stop token may end a continuation (one number, or one per
+                context).
 
         Returns:
             per context: (new token ids, whether a stop token ended it).
@@ -256,9 +259,10 @@ class ProbeScorer:
         batch = collate(rows, self.pad_id, padding_side="left")
         mask = batch.attention_mask.to(self.device)
         position_ids = batch.position_ids.to(self.device)
+        cache_kw = _cache_kwarg(self.model)
         out = self.model(input_ids=batch.input_ids.to(self.device), attention_mask=mask, position_ids=position_ids,
                          use_cache=True)
-        past, logits = out.past_key_values, out.logits[:, -1]
+        past, logits = out[cache_kw], out.logits[:, -1]
         new: list[list[int]] = [[] for _ in range(n)]
         done = torch.zeros(n, dtype=torch.bool)
         stopped = [False] * n
@@ -267,8 +271,9 @@ class ProbeScorer:
         base[: len(allowed)][allowed[:vocab]] = 0.0
         with_stop = base.clone()
         with_stop[stop[stop < vocab]] = 0.0
+        min_new = torch.as_tensor([min_new_tokens] * n if isinstance(min_new_tokens, int) else list(min_new_tokens))
         for t in range(max_new_tokens):
-            bias = with_stop if t >= min_new_tokens else base
+            bias = torch.where((t >= min_new)[:, None], with_stop[None], base[None])  # [n, vocab]
             scores = logits.float().cpu() + bias  # [n, vocab]
             if temperature <= 0:
                 nxt = scores.argmax(-1)
@@ -288,9 +293,14 @@ class ProbeScorer:
             mask = torch.cat([mask, (~done).long().to(self.device)[:, None]], 1)
             position_ids = position_ids[:, -1:] + 1
             out = self.model(input_ids=nxt[:, None].to(self.device), attention_mask=mask, position_ids=position_ids,
-                             past_key_values=past, use_cache=True)
-            past, logits = out.past_key_values, out.logits[:, -1]
+                             use_cache=True, **{cache_kw: past})
+            past, logits = out[cache_kw], out.logits[:, -1]
         return [(tuple(x), s) for x, s in zip(new, stopped)]
+
+
+def _cache_kwarg(model) -> str:
+    """The KV-cache argument's name: `cache` in transformers ≥ 5.2x, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def _span_logprob(logits: Tensor, input_ids: Tensor, spans: Sequence[tuple[int, int]]) -> Tensor:

@@ -202,9 +202,9 @@ def train_probes(cfg: TrainProbeConfig) -> TrainProbeResult:
             t0 = time.perf_counter()
             probe, _history = fit_probe(cfg.probe_kind, data["train"], data["val"], fit_cfg)
             seconds = time.perf_counter() - t0
-            controls = with_controls(cfg.probe_kind, data["train"], data["val"], data["test"], fit_cfg)
+            controls = with_controls(cfg.probe_kind, data["train"], data["val"], data["test"], fit_cfg, probe=probe)
             val_metrics = evaluate(probe, data["val"], objective)
-            test_metrics = evaluate(probe, data["test"], objective)
+            test_metrics = controls["probe"]
             path = out / "probes" / f"layer{hook.layer:02d}.{hook.kind}.{_safe(position.spec)}.safetensors"
             save_probe(path, probe, {
                 "model": model_name, "revision": cfg.revision, "hook": hook.name, "position": position.spec,

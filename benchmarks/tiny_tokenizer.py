@@ -1,0 +1,13 @@
+"""A throwaway word-level tokenizer sized to a model's vocabulary, for peers that insist on one."""
+from __future__ import annotations
+
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+
+def tokenizer_for(model) -> PreTrainedTokenizerFast:
+    vocab = {f"w{i}": i for i in range(model.config.vocab_size)}
+    vocab["<unk>"], vocab["<pad>"], vocab["</s>"] = 0, 1, 2
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")

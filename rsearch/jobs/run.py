@@ -1,0 +1,270 @@
+"""`rsearch run`: search prompts (or completions) that a probe rates high.
+
+    rsearch run --strategy beam --probe layer24.pt --prefix "please ," --budget 256 --out runs/beam
+    rsearch run --strategy gcg --probe p.safetensors --prefixes prefixes.txt --workers 2 --set n_tokens=8
+    rsearch run --strategy optuna --probe p.pt --prefix "hey ," --set template=organism
+
+Writes to the run directory: run.json (the settings), results.jsonl (one line per finished prefix, as soon as
+it is found), summary.json and best_so_far_<strategy>.png (best-so-far against evaluations). `--resume`
+continues a run that stopped, skipping the prefixes already in results.jsonl.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rsearch.config import load_yaml
+from rsearch.errors import RsearchError
+from rsearch.io_utils import atomic_path, write_json
+from rsearch.searcher import Budget, Objective, SearchResult
+
+# settings that may change on --resume without changing any result
+_RUNTIME_ONLY = ("workers", "ray_address", "resume", "out", "fan_out", "device", "batch_size", "quiet")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--probe", required=True, help="probe file (.pt or .safetensors) written by train-probe")
+    p.add_argument("--strategy", default="beam", help="beam, gcg, optuna or random (default beam)")
+    p.add_argument("--prefix", action="append", default=[], help="start of the user's message (repeatable)")
+    p.add_argument("--prefixes", metavar="FILE", help="a file of prefixes, one per line (.jsonl: a 'prefix' key)")
+    p.add_argument("--target", choices=("prompt", "completion"), default="prompt",
+                   help="search the rest of the user's message (prompt) or the assistant's answer (completion)")
+    p.add_argument("--position", help="where the probe reads (default: user_end for prompt, the answer's end)")
+    p.add_argument("--budget", type=int, default=256, help="scored candidates per prefix (default 256)")
+    p.add_argument("--seconds", type=float, help="also stop each search after this many seconds")
+    p.add_argument("--logprob-weight", type=float, default=0.0,
+                   help="λ: add λ × mean log-prob of the searched span (stay in the model's distribution)")
+    p.add_argument("--length-penalty", type=float, default=0.0, help="subtract this per span token")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="a strategy option (repeatable), e.g. --set width=8")
+    p.add_argument("--options", metavar="YAML", help="strategy options from a YAML mapping (or its section "
+                   "named after the strategy); --set wins")
+    p.add_argument("--workers", type=int, default=0, help="Ray workers (0: in-process, no Ray)")
+    p.add_argument("--ray-address", help="join a Ray cluster ('auto': the one `ray start` began)")
+    p.add_argument("--fan-out", action="store_true",
+                   help="score each search's candidates on all workers (for one large search)")
+    p.add_argument("--out", help="run directory (default runs/<strategy>-<hash of the settings>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished prefixes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=int, default=10, help="candidates kept per prefix and shown (default 10)")
+    p.add_argument("--model", help="model to read (default: the one the probe names)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+# ----- inputs -----
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings → a dict, values read as YAML scalars (8 → int, true → bool, a,b → str)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RsearchError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            parsed = value
+        out[key.strip()] = value if isinstance(parsed, (dict, list)) else parsed
+    return out
+
+
+def strategy_options(args) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.options:
+        data = load_yaml(args.options)
+        section = data.get(args.strategy)
+        options.update(section if isinstance(section, dict) else data)
+    options.update(parse_sets(args.sets))
+    return options
+
+
+def read_prefixes(args) -> list[str]:
+    prefixes = list(args.prefix)
+    if args.prefixes:
+        path = Path(args.prefixes)
+        if not path.is_file():
+            raise RsearchError(f"prefixes file not found: {path}")
+        lines = path.read_text().splitlines()
+        if path.suffix == ".jsonl":
+            for n, line in enumerate(lines, 1):
+                if line.strip():
+                    try:
+                        prefixes.append(json.loads(line)["prefix"])
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise RsearchError(f"{path}:{n}: expected a JSON object with a 'prefix'") from None
+        else:
+            prefixes += [line for line in lines if line.strip()]
+    if not prefixes:
+        raise RsearchError("no prefix: give --prefix TEXT or --prefixes FILE")
+    for i, p in enumerate(prefixes):
+        if not p.strip():
+            raise RsearchError(f"empty prefix (number {i + 1}): give the start of a user message to search from")
+    return prefixes
+
+
+def check_probe(args) -> dict[str, Any]:
+    """Reads the probe's metadata and checks it fits the model (from its config alone, before any worker)."""
+    from probes import load_probe
+    from rsearch.scorer import probe_model_mismatch
+
+    probe, meta = load_probe(args.probe)
+    name = args.model or meta.get("model")
+    if not name:
+        raise RsearchError(f"{args.probe}: the probe names no model; pass --model")
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(name, revision=None if args.model else meta.get("revision"))
+    except (OSError, ValueError) as e:
+        raise RsearchError(f"cannot load the config of model {name!r}: {str(e).splitlines()[0]}") from None
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0)
+    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)
+    reason = probe_model_mismatch({"d_model": probe.d_model, **meta}, hidden, layers, name)
+    if reason:
+        raise RsearchError(reason)
+    return meta
+
+
+def settings(args, options: dict, prefixes: list[str]) -> dict[str, Any]:
+    d = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "sets", "options",
+                                                                                     "prefix", "prefixes")}
+    d["probe"] = str(Path(args.probe).resolve())
+    d["strategy_options"] = options
+    d["prefixes_sha"] = hashlib.sha256("\n".join(prefixes).encode()).hexdigest()[:16]
+    d["n_prefixes"] = len(prefixes)
+    return d
+
+
+def run_directory(args, config: dict[str, Any]) -> Path:
+    if args.out:
+        return Path(args.out)
+    key = {k: v for k, v in config.items() if k not in _RUNTIME_ONLY}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path("runs") / f"{args.strategy}-{digest}"
+
+
+def check_resume(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
+    saved = run_dir / "run.json"
+    if not saved.exists():
+        return
+    if not resume:
+        if (run_dir / "results.jsonl").exists():
+            raise RsearchError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
+        return
+    old = json.loads(saved.read_text())
+    for k, v in config.items():
+        if k in _RUNTIME_ONLY:
+            continue
+        if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(v, sort_keys=True, default=str):
+            raise RsearchError(f"--resume with different settings: {k} was {old.get(k)!r}, now {v!r}")
+
+
+# ----- outputs -----
+
+def table(results: list[SearchResult], top: int) -> str:
+    """The best candidates: every kept candidate for one prefix, the best per prefix for many."""
+    rows = ([(r, f) for r in results for f in r.top] if len(results) == 1
+            else sorted(((r, r.best) for r in results), key=lambda x: -x[1].score))[:max(top, 1) * (1 if len(results) == 1 else 10**6)]
+    lines = [f"{'#':>3}  {'score':>9}  {'probe':>9}  {'logprob':>8}  {'evals':>5}  text"]
+    for i, (r, f) in enumerate(rows, 1):
+        lp = f"{f.logprob:8.3f}" if f.logprob is not None else f"{'-':>8}"
+        lines.append(f"{i:>3}  {f.score:9.4f}  {f.probe_score:9.4f}  {lp}  {r.evaluations:>5}  {f.prompt!r}")
+    return "\n".join(lines)
+
+
+def plot(results: list[SearchResult], path: Path, title: str) -> None:
+    """Best-so-far against evaluations, one line per prefix and their mean; PNG written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    curves = [r.best_so_far for r in results if r.best_so_far]
+    for c in curves:
+        ax.plot(range(1, len(c) + 1), c, color="tab:blue", alpha=0.25 if len(curves) > 1 else 1.0, lw=1)
+    if len(curves) > 1:
+        n = max(len(c) for c in curves)
+        mean = [sum(c[min(i, len(c) - 1)] for c in curves) / len(curves) for i in range(n)]
+        ax.plot(range(1, n + 1), mean, color="tab:red", lw=2, label=f"mean of {len(curves)} prefixes")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("evaluations (scored candidates)")
+    ax.set_ylabel("best objective so far")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def main(args) -> int:
+    from rsearch.distributed import RayPool, SearchSpec, run_many
+    from strategies.base import make_strategy
+
+    # every input is checked before any model loads or worker starts
+    budget = Budget(evaluations=args.budget, seconds=args.seconds) if args.budget is not None else Budget(None, args.seconds)
+    objective = Objective(logprob_weight=args.logprob_weight, length_penalty=args.length_penalty)
+    options = strategy_options(args)
+    make_strategy(args.strategy, options)
+    prefixes = read_prefixes(args)
+    if args.workers < 0:
+        raise RsearchError(f"--workers must be ≥ 0, got {args.workers}")
+    if args.top_k < 1:
+        raise RsearchError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.position is not None:
+        from rsearch.positions import parse_position
+
+        parse_position(args.position)
+    check_probe(args)
+    config = settings(args, options, prefixes)
+    run_dir = run_directory(args, config)
+    check_resume(run_dir, config, args.resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "run.json", config)
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, args.workers)) if args.workers else None
+    spec = SearchSpec(probe=str(Path(args.probe).resolve()), strategy=args.strategy, options=options, budget=budget,
+                      objective=objective, target=args.target, position=args.position, seed=args.seed,
+                      top_k=args.top_k, model=args.model, device=args.device, dtype=args.dtype,
+                      batch_size=args.batch_size, threads=threads)
+
+    def progress(index: int, r: SearchResult) -> None:
+        if not args.quiet:
+            print(f"[{index + 1}/{len(prefixes)}] best {r.best_score:.4f} after {r.evaluations} evaluations "
+                  f"({r.seconds:.1f}s): {r.best.prompt!r}", file=sys.stderr, flush=True)
+
+    use_ray = args.workers > 0 or args.ray_address is not None
+    if args.fan_out and use_ray:
+        pool = RayPool(spec, max(1, args.workers), args.ray_address)
+        try:
+            searcher = spec.searcher(spec.scorer(), pool=pool)
+            results = searcher.optimize_many(prefixes, run_dir=run_dir, resume=args.resume,
+                                             on_result=lambda r: progress(prefixes.index(r.prefix), r))
+        finally:
+            pool.shutdown()
+    else:
+        results = run_many(spec, prefixes, workers=args.workers, address=args.ray_address, run_dir=run_dir,
+                           resume=args.resume, on_result=progress)
+
+    print(table(results, args.top_k))
+    plot(results, run_dir / f"best_so_far_{args.strategy}.png",
+         f"{args.strategy} · {args.target} target · budget {args.budget}")
+    write_json(run_dir / "summary.json", {
+        "strategy": args.strategy, "target": args.target, "n_prefixes": len(results),
+        "mean_best_score": sum(r.best_score for r in results) / len(results),
+        "results": [{"prefix": r.prefix, "best_score": r.best_score, "best_probe": r.best.probe_score,
+                     "best_prompt": r.best.prompt, "evaluations": r.evaluations, "seconds": round(r.seconds, 3)}
+                    for r in results]})
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    return 0
