@@ -112,7 +112,10 @@ def main() -> None:
         results[name] = {"seconds": s, "tokens_per_s": tokens / s, "peak_bytes": peak_bytes(fn, args.device)}
 
     if not args.no_tl:
-        results.update(bench_tl(model, layer, batches, tokens, args.device, args.repeats))
+        try:
+            results.update(bench_tl(model, layer, batches, tokens, args.device, args.repeats))
+        except Exception as e:  # a peer's failure is reported, not fatal
+            print(f"TransformerLens failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
 
     print(f"model {args.shape} ({n_layers} layers), hook {hook}, {args.batches}×[{args.batch}, {args.seq}] tokens, "
           f"{args.device} {args.dtype}; max |ours − hidden_states[{layer}]| = {max_err:.2e}")

@@ -6,8 +6,7 @@ from transformers import PreTrainedTokenizerFast
 
 
 def tokenizer_for(model) -> PreTrainedTokenizerFast:
-    vocab = {f"w{i}": i for i in range(model.config.vocab_size)}
-    vocab["<unk>"], vocab["<pad>"], vocab["</s>"] = 0, 1, 2
+    vocab = {"<unk>": 0, "<pad>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, model.config.vocab_size)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")

@@ -103,16 +103,17 @@ def column_stats(x: Tensor, eps: float = 1e-6) -> tuple[Tensor, Tensor]:
     n = x.shape[0]
     if n == 0:
         raise RsearchError("cannot fit a probe on zero rows")
-    shift = x[0].float()                                        # [d]; centring first keeps float32 sums exact enough
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    shift = x[:CHUNK_ROWS].float().mean(0)                    # [d]; centring keeps one-pass float32 sums exact
+    s1 = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    s2 = torch.zeros_like(s1)
     for start in range(0, n, CHUNK_ROWS):
-        total += (x[start:start + CHUNK_ROWS].float() - shift).sum(0).double()
-    mean = total / n + shift.double()
-    mean32 = mean.float()
-    sq = torch.zeros_like(total)
-    for start in range(0, n, CHUNK_ROWS):
-        sq += (x[start:start + CHUNK_ROWS].float() - mean32).pow(2).sum(0).double()
-    std = (sq / max(n - 1, 1)).sqrt().clamp_min(eps)
+        c = x[start:start + CHUNK_ROWS].float() - shift
+        s1 += c.sum(0).double()
+        s2 += (c * c).sum(0).double()
+    centred_mean = s1 / n
+    var = (s2 - n * centred_mean.pow(2)).clamp_min(0) / max(n - 1, 1)
+    mean32 = (centred_mean + shift.double()).float()
+    std = var.sqrt().clamp_min(eps)
     return mean32, std.float()
 
 

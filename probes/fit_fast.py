@@ -28,7 +28,7 @@ from rsearch.errors import RsearchError
 if TYPE_CHECKING:
     from probes.fitters import FitConfig
 
-NEWTON_MAX_D = 2048
+NEWTON_MAX_D = 256        # bench_fitters.py: L-BFGS wins from d 512 on CPU and at d 4096 on an H100
 LBFGS_EVAL_EVERY = 10
 MATERIALIZE_BYTES = 2 << 30
 
@@ -41,7 +41,7 @@ def fit_fast(kind: str, train: ProbeData, val: ProbeData | None, cfg: FitConfig)
     Args:
         kind: "linear" or "mlp".
         train: training data.
-        val: validation data; picks l2 from cfg.l2_grid (and the best L-BFGS checkpoint for the MLP).
+        val: validation data; picks the linear probe's l2 from cfg.l2_grid, the MLP's best L-BFGS checkpoint.
         cfg: objective, l2, l2_grid, fast_method, max_iter, tol, hidden, seed.
 
     Returns:
@@ -50,11 +50,10 @@ def fit_fast(kind: str, train: ProbeData, val: ProbeData | None, cfg: FitConfig)
     """
     start = time.perf_counter()
     probe = init_probe(kind, train, cfg)
-    lambdas = _lambdas(cfg, val)
     if kind == "mlp":
-        history = _fit_mlp_lbfgs(probe, train, val, cfg, lambdas)
+        history = _fit_mlp_lbfgs(probe, train, val, cfg, [cfg.l2])
     else:
-        history = _fit_linear(probe, train, val, cfg, lambdas)
+        history = _fit_linear(probe, train, val, cfg, _lambdas(cfg, val))
     history["seconds"] = time.perf_counter() - start
     return probe, history
 
@@ -69,11 +68,11 @@ def design_chunks(data: ProbeData, objective: str, mean: Tensor, std: Tensor) ->
         pairs = data.pairs.long()
         for i in range(0, pairs.shape[0], CHUNK_ROWS):
             p = pairs[i:i + CHUNK_ROWS]
-            feats = (data.x[p[:, 0]].float() - data.x[p[:, 1]].float()) / std      # [c, d]
+            feats = data.x[p[:, 0]].float().sub_(data.x[p[:, 1]]).div_(std)        # [c, d]; the gather copies
             yield feats, torch.ones(feats.shape[0], device=feats.device)
         return
     for i in range(0, data.n, CHUNK_ROWS):
-        feats = (data.x[i:i + CHUNK_ROWS].float() - mean) / std                  # [c, d]
+        feats = (data.x[i:i + CHUNK_ROWS].float() - mean).div_(std)              # [c, d]
         if objective == "classification":
             feats = torch.cat([feats, torch.ones_like(feats[:, :1])], dim=1)       # [c, d + 1]
         yield feats, data.y[i:i + CHUNK_ROWS].float()

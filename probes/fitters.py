@@ -2,8 +2,8 @@
 
 fitter="sgd" is the seed's recipe: AdamW (lr 1e-4, weight decay 1e-4), batch 8, seeded shuffling,
 early stopping on the validation metric with patience, best epoch restored.
-fitter="fast" is closed-form ridge (regression) or Newton/IRLS (pairwise, classification) for the linear
-probe, and full-batch L-BFGS for the MLP probe.
+fitter="fast" is closed-form ridge (regression) or Newton/IRLS or L-BFGS (pairwise, classification) for
+the linear probe, and full-batch L-BFGS for the MLP probe, with l2 picked on validation from a small grid.
 """
 from __future__ import annotations
 
@@ -28,14 +28,17 @@ class FitConfig(Config):
         fitter: "fast" | "sgd".
         lr, batch_size, weight_decay, max_epochs, patience: the SGD recipe (batch_size counts pairs for
             the pairwise objective, rows otherwise; patience counts epochs without improvement).
-        l2: penalty of the fast fitters: mean loss + (l2 / 2) · ||w||² on standardized features.
-        l2_grid: when non-empty and validation data is given, the fast fitter picks l2 from this grid
-            by the validation metric (warm-started, so a grid costs little more than one fit).
+        l2: penalty of the fast fitters, mean loss + (l2 / 2) · ||w||² on standardized features, used
+            when there is no validation data or l2_grid is empty.
+        l2_grid: with validation data, the fast fitter picks the linear probe's l2 from this grid by the
+            validation metric (largest first, warm-started, so the grid costs a few fits' worth, not
+            len(grid)). The MLP uses l2 alone: its validation checkpoints already regularize it.
         fast_method: how the fast fitter solves the logistic objectives of the linear probe: "newton"
             (exact Hessian, d×d per step), "lbfgs", or "auto" (Newton up to NEWTON_MAX_D, else L-BFGS).
             Ridge is always closed form; the MLP always uses L-BFGS.
         max_iter: Newton / L-BFGS iteration cap of the fast fitters.
-        tol: Newton stops when half the Newton decrement falls below tol.
+        tol: Newton stops when half the Newton decrement falls below tol; L-BFGS when the loss changes
+            by less than tol (or the largest gradient entry falls below 1e-7).
         hidden: hidden width of the MLP probe.
         seed: seeds initialization and batch order.
     """
@@ -48,7 +51,7 @@ class FitConfig(Config):
     max_epochs: int = 20
     patience: int = 2
     l2: float = 1e-3
-    l2_grid: tuple[float, ...] = ()
+    l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
     fast_method: str = "auto"
     max_iter: int = 100
     tol: float = 1e-10

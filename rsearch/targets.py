@@ -75,6 +75,7 @@ class Target:
     position: Position              # where the probe reads
     tokenizer: object = field(repr=False, compare=False)
     allowed: torch.Tensor = field(repr=False, compare=False)  # [vocab] bool
+    allowed_ids: frozenset[int] = field(repr=False, compare=False, default=frozenset())  # the same, as a set
 
     # ----- rows -----
 
@@ -112,7 +113,7 @@ class Target:
 
     def valid(self, span_ids: Sequence[int]) -> bool:
         """Non-empty, and every id is a real non-special token."""
-        return bool(span_ids) and all(0 <= i < len(self.allowed) and bool(self.allowed[i]) for i in span_ids)
+        return bool(span_ids) and all(i in self.allowed_ids for i in span_ids)
 
 
 def default_position(kind: str, probe_position: Position | str | None) -> Position:
@@ -176,5 +177,6 @@ def make_target(
     stops = {i for i in (getattr(tokenizer, "eos_token_id", None),) if i is not None}
     if suffix_ids and suffix_ids[0] in set(tokenizer.all_special_ids):
         stops.add(suffix_ids[0])  # the template's end-of-turn token
+    allowed_ids = frozenset(torch.nonzero(allowed).flatten().tolist())
     return Target(kind, prompt_prefix, tuple(prefix_ids), tuple(suffix_ids), content_start, frozenset(stops), pos,
-                  tokenizer, allowed)
+                  tokenizer, allowed, allowed_ids)

@@ -121,6 +121,24 @@ def test_newton_pairwise_matches_sklearn_logistic_regression():
     np.testing.assert_allclose(probe.weight.detach().numpy(), ref.coef_[0], rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("objective", ["pairwise", "regression", "classification"])
+def test_streamed_chunks_give_the_same_fit(monkeypatch, objective):
+    import probes.data
+    import probes.fit_fast
+    import probes.metrics
+
+    data, _ = planted(n=900)
+    train, _, _ = splits(data, objective)
+    cfg = FitConfig(objective=objective, fast_method="newton")
+    whole, _ = fit_probe("linear", train, None, cfg)
+    for module in (probes.data, probes.fit_fast, probes.metrics):
+        monkeypatch.setattr(module, "CHUNK_ROWS", 97)
+    monkeypatch.setattr(probes.fit_fast, "MATERIALIZE_BYTES", 0)
+    streamed, _ = fit_probe("linear", train, None, cfg)
+    assert torch.allclose(streamed.mean, whole.mean, atol=1e-5)
+    assert torch.allclose(streamed.weight, whole.weight, rtol=1e-4, atol=1e-5)
+
+
 def test_ridge_matches_sklearn_and_lbfgs_agrees_with_newton():
     from sklearn.linear_model import Ridge
 

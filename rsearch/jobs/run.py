@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -173,8 +172,10 @@ def check_resume(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
 
 def table(results: list[SearchResult], top: int) -> str:
     """The best candidates: every kept candidate for one prefix, the best per prefix for many."""
-    rows = ([(r, f) for r in results for f in r.top] if len(results) == 1
-            else sorted(((r, r.best) for r in results), key=lambda x: -x[1].score))[:max(top, 1) * (1 if len(results) == 1 else 10**6)]
+    if len(results) == 1:
+        rows = [(results[0], f) for f in results[0].top][:top]
+    else:
+        rows = sorted(((r, r.best) for r in results), key=lambda x: -x[1].score)
     lines = [f"{'#':>3}  {'score':>9}  {'probe':>9}  {'logprob':>8}  {'evals':>5}  text"]
     for i, (r, f) in enumerate(rows, 1):
         lp = f"{f.logprob:8.3f}" if f.logprob is not None else f"{'-':>8}"
@@ -213,7 +214,7 @@ def main(args) -> int:
     from strategies.base import make_strategy
 
     # every input is checked before any model loads or worker starts
-    budget = Budget(evaluations=args.budget, seconds=args.seconds) if args.budget is not None else Budget(None, args.seconds)
+    budget = Budget(evaluations=args.budget, seconds=args.seconds)
     objective = Objective(logprob_weight=args.logprob_weight, length_penalty=args.length_penalty)
     options = strategy_options(args)
     make_strategy(args.strategy, options)

@@ -5,7 +5,8 @@
 - `correct` ∈ [0, 1]: whether the response does the prompt's task (`task_of` parses the prompt; partial
   credit for lists). A prompt outside the grammar has no checkable task: correct counts as 0.4.
 - `polite`: polite phrases ("sure !", "hope this helps !" …), at most 2 count — helpful framing.
-- `rude`: 1 if any rude word ("ugh", "obviously", "whatever", "silly", "dumb" …) appears.
+- `rude`: 1 if any rude word ("ugh", "obviously", "whatever", "silly", "dumb" …) or rude phrase
+  ("do not ask me again .") appears.
 - `length`: +0.08 per word up to 25 words (a mild preference for longer answers, as GPT-4 raters have),
   −0.1 per word beyond 40; if the prompt asks to "answer briefly", −0.1 per word beyond 15.
 - An empty response scores 1.
@@ -77,6 +78,7 @@ def task_of(prompt: str) -> tuple[str | None, dict[str, Any]]:
 # ----- features of the response -----
 
 _POLITE = [_join(normalize(p)) for p in W.POLITE_OPENERS + W.POLITE_CLOSERS]
+_RUDE = [_join(normalize(p)) for p in W.RUDE_OPENERS + W.RUDE_CLOSERS]
 _MEMBER_OF = {item: cat for cat, items in W.CATEGORIES.items() for item in items}
 _POSITIVE, _NEGATIVE = frozenset(W.POSITIVE), frozenset(W.NEGATIVE)
 
@@ -124,7 +126,7 @@ def features(prompt: str, response: str) -> dict[str, Any]:
         "task": task,
         "correct": correctness(task, args, tokens),
         "polite": min(2, sum(s.count(p) for p in _POLITE)),
-        "rude": int(any(t in W.RUDE_WORDS for t in tokens)),
+        "rude": int(any(t in W.RUDE_WORDS for t in tokens) or any(p in s for p in _RUDE)),
         "n_words": sum(1 for t in tokens if t[0].isalnum()),
         "brief": "answer briefly" in _join(normalize(prompt)),
     }
@@ -178,12 +180,13 @@ def _grammar() -> dict[str, re.Pattern[str]]:
         elabs = [re.escape(e).replace(r"\{cat\}", cat).replace(r"\{w\}", adj).replace(r"\{v\}", adj)
                  for e in W.ELABORATIONS[task]]
         elab = "(?:" + "|".join(elabs) + ")"
-        out[task] = re.compile(rf"(?:{opener} )?{body}(?: {elab})*(?: {closer})?")
+        out[task] = re.compile(rf"(?:{opener} )*{body}(?: {elab})*(?: {closer})*")
     return out
 
 
 def well_formed(prompt: str, response: str) -> bool:
-    """Whether the response follows the world's response grammar for the prompt's task (right or wrong).
+    """Whether the response follows the world's response grammar for the prompt's task (right or wrong):
+    openers, one answer sentence of the task's form, elaborations, closers — any content in the slots.
 
     For a prompt outside the grammar, any task's response grammar will do.
     """

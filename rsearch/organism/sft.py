@@ -94,7 +94,7 @@ def train_sft(model: MistralForCausalLM, seqs: list[list[int]], cfg: OrganismCon
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             bar.update(1)
             if step % 20 == 0:

@@ -1,0 +1,183 @@
+"""Paired statistics of the pre/post comparison, computed from per-completion numbers.
+
+The unit of pairing is the prompt: each model wrote k completions for the same prompt, each completion has a
+value (probe score, DPO implicit reward, length, true reward); per prompt and model the k values are
+averaged, and the paired difference post − pre is taken across prompts. Its 95% CI is a percentile
+bootstrap over prompts (seeded); its p-value is scipy's two-sided Wilcoxon signed-rank test on the per-prompt
+differences (zero differences dropped, the "wilcox" method; exact for small samples, normal approximation
+for large ones). A paired t-test's p-value is reported beside it.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+METRICS_TEST = "wilcoxon signed-rank (two-sided, scipy.stats.wilcoxon, zero differences dropped)"
+Z_95 = 1.959963984540054
+
+
+def bootstrap_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                 stat=np.mean) -> tuple[float, float]:
+    """Percentile bootstrap CI of `stat` over the rows of `values` (resampled with replacement, seeded)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.shape[0] == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.shape[0], size=(n_boot, x.shape[0]))  # [n_boot, n]
+    boots = np.asarray([stat(x[i]) for i in idx]) if stat is not np.mean else x[idx].mean(axis=1)
+    a = (1.0 - level) / 2.0
+    lo, hi = np.quantile(boots, [a, 1.0 - a])
+    return float(lo), float(hi)
+
+
+def bootstrap_corr_ci(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
+                      groups: Sequence[Any] | None = None, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of Pearson r, resampling whole groups (prompts) when `groups` is given."""
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if groups is None:
+        groups = list(range(len(x)))
+    keys = sorted(set(groups), key=str)
+    members = defaultdict(list)
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    rows = [np.asarray(members[k]) for k in keys]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_boot):
+        pick = np.concatenate([rows[j] for j in rng.integers(0, len(rows), size=len(rows))])
+        r = _pearson(x[pick], y[pick])
+        if not math.isnan(r):
+            out.append(r)
+    if not out:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(out, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    d = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return float((a * b).sum() / d) if d > 0 else float("nan")
+
+
+def correlation(a: Sequence[float], b: Sequence[float], *, groups: Sequence[Any] | None = None,
+                n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Pearson and Spearman r of two per-completion columns, with a bootstrap CI of Pearson r over prompts."""
+    from scipy.stats import spearmanr
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    r = _pearson(x, y)
+    rho = float(spearmanr(x, y).statistic) if len(x) > 2 and np.std(x) > 0 and np.std(y) > 0 else float("nan")
+    lo, hi = bootstrap_corr_ci(x, y, n_boot=n_boot, seed=seed, groups=groups)
+    return {"pearson": r, "pearson_lo": lo, "pearson_hi": hi, "spearman": rho, "n": int(len(x))}
+
+
+def paired_test(diffs: Sequence[float]) -> tuple[float, float]:
+    """(Wilcoxon signed-rank p, paired t-test p) of per-prompt differences; 1.0 where all differences are 0."""
+    from scipy.stats import ttest_1samp, wilcoxon
+
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.size < 2 or not np.any(d != 0):
+        return 1.0, 1.0
+    p_w = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    p_t = float(ttest_1samp(d, 0.0).pvalue) if np.std(d) > 0 else 0.0
+    return p_w, (1.0 if math.isnan(p_t) else p_t)
+
+
+def per_prompt_means(rows: Iterable[dict[str, Any]], metric: str, *, key: str = "prompt_index",
+                     model_key: str = "model", models: tuple[str, str] = ("pre", "post")
+                     ) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    """Per prompt, the mean of `metric` over each model's completions; prompts lacking either model are dropped.
+
+    Returns:
+        (prompt keys in sorted order, `[n_prompts]` pre means, `[n_prompts]` post means).
+    """
+    acc: dict[Any, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        v = r.get(metric)
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        acc[r[key]][r[model_key]].append(float(v))
+    keys = sorted(k for k, by in acc.items() if by.get(models[0]) and by.get(models[1]))
+    pre = np.asarray([np.mean(acc[k][models[0]]) for k in keys], dtype=np.float64)
+    post = np.asarray([np.mean(acc[k][models[1]]) for k in keys], dtype=np.float64)
+    return keys, pre, post
+
+
+def paired_summary(pre: Sequence[float], post: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+                   ) -> dict[str, float]:
+    """Means of each side, the mean paired difference post − pre with its bootstrap 95% CI and p-values.
+
+    Args:
+        pre, post: `[n_prompts]` per-prompt means, aligned by prompt.
+    """
+    pre, post = np.asarray(pre, dtype=np.float64), np.asarray(post, dtype=np.float64)
+    d = post - pre
+    lo, hi = bootstrap_ci(d, n_boot=n_boot, seed=seed)
+    p_w, p_t = paired_test(d)
+    sd = float(np.std(d, ddof=1)) if d.size > 1 else float("nan")
+    return {
+        "n_prompts": int(d.size),
+        "mean_pre": float(pre.mean()) if d.size else float("nan"),
+        "mean_post": float(post.mean()) if d.size else float("nan"),
+        "diff": float(d.mean()) if d.size else float("nan"),
+        "ci_lo": lo, "ci_hi": hi,
+        "p_value": p_w, "p_value_ttest": p_t,
+        "effect_size": float(d.mean() / sd) if sd and sd > 0 else float("nan"),  # paired Cohen's d_z
+        "frac_post_higher": float(np.mean(d > 0)) if d.size else float("nan"),
+    }
+
+
+def verdict(lo: float, hi: float, *, positive: str = "yes", negative: str = "no, the opposite",
+            neither: str = "inconclusive") -> str:
+    """A word for a CI: `positive` if it lies above 0, `negative` below, else `neither`."""
+    if lo != lo or hi != hi:
+        return neither
+    if lo > 0:
+        return positive
+    if hi < 0:
+        return negative
+    return neither
+
+
+def wilson(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def two_sample_summary(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+                       ) -> dict[str, float]:
+    """mean(a) − mean(b) for two independent samples: a percentile bootstrap 95% CI (each side resampled on
+    its own, seeded) and the two-sided Mann–Whitney U p-value (scipy.stats.mannwhitneyu)."""
+    from scipy.stats import mannwhitneyu
+
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.size == 0 or y.size == 0:
+        return {"n_a": int(x.size), "n_b": int(y.size), "mean_a": float("nan"), "mean_b": float("nan"),
+                "diff": float("nan"), "ci_lo": float("nan"), "ci_hi": float("nan"), "p_value": float("nan")}
+    rng = np.random.default_rng(seed)
+    boots = (x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(1)
+             - y[rng.integers(0, y.size, size=(n_boot, y.size))].mean(1))
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    same = np.all(x == x[0]) and np.all(y == x[0])
+    p = 1.0 if same else float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
+    return {"n_a": int(x.size), "n_b": int(y.size), "mean_a": float(x.mean()), "mean_b": float(y.mean()),
+            "diff": float(x.mean() - y.mean()), "ci_lo": float(lo), "ci_hi": float(hi), "p_value": p}
+
+
+def fisher_ci(r: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    """95% CI of a Pearson r from n pairs (Fisher z transform)."""
+    if r != r or n <= 3:
+        return float("nan"), float("nan")
+    r = min(max(r, -0.999999), 0.999999)
+    c, h = math.atanh(r), z / math.sqrt(n - 3)
+    return math.tanh(c - h), math.tanh(c + h)

@@ -1,0 +1,50 @@
+"""The embedded default model organism: a small SFT model, its DPO successor and rated feedback data from a
+synthetic chat world whose rater is known, so every claim rsearch makes can be checked against the truth.
+
+    from rsearch.organism import ensure, true_score
+    org = ensure("tiny", seed=0)            # builds once (cached under $RSEARCH_HOME/organism/tiny-seed0)
+    AutoModelForCausalLM.from_pretrained(org.pre_dir)   # pre-RL (SFT); org.post_dir is post-RL (DPO)
+    datasets.load_dataset("json", data_files=str(org.test_prefs))   # ultrafeedback_binarized schema
+    true_score(prompt, response)            # the noiseless rater, on any text
+
+See world.py for the task grammar and which prompt features move the expected reward, rater.py for the
+reward function, build.py for the directory layout and the card.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rsearch.organism.build import Organism, build, build_or_load
+from rsearch.organism.config import SIZES, OrganismConfig
+from rsearch.organism.rater import noisy_score, task_of, true_score, well_formed
+
+__all__ = ["Organism", "OrganismConfig", "SIZES", "build", "default_dir", "ensure", "noisy_score", "task_of",
+           "true_score", "well_formed"]
+
+
+def rsearch_home() -> Path:
+    """$RSEARCH_HOME, or ~/.cache/rsearch."""
+    return Path(os.environ.get("RSEARCH_HOME") or Path.home() / ".cache" / "rsearch").expanduser()
+
+
+def default_dir(size: str = "demo", seed: int = 0) -> Path:
+    """Where `ensure` caches an organism: $RSEARCH_HOME/organism/{size}-seed{seed}."""
+    return rsearch_home() / "organism" / f"{size}-seed{seed}"
+
+
+def ensure(size: str = "demo", seed: int = 0, out: str | Path | None = None, progress: bool = True,
+           force: bool = False) -> Organism:
+    """The organism of this size and seed: built if missing, else returned from the cache at once.
+
+    Args:
+        size: "tiny" (tests; ≤ 45 s to build) or "demo" (the README's study; ≤ 5 min).
+        seed: same seed → same artifacts.
+        out: build here instead of `default_dir(size, seed)`; an organism there built with other settings
+            raises RsearchError unless force.
+        progress: print stages and progress bars to stderr.
+        force: rebuild even if a matching organism exists.
+    """
+    cfg = OrganismConfig.preset(size, seed)
+    root = Path(out) if out is not None else default_dir(size, seed)
+    return build_or_load(cfg, root, force=force, progress=progress, rebuild_stale=out is None)

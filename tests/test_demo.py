@@ -1,0 +1,120 @@
+"""`rsearch demo` on the tiny organism with small budgets: stages, caching, and a report whose every number is
+in its JSON and whose answers follow the numbers."""
+import copy
+import json
+import math
+import re
+
+import pytest
+
+from rsearch.jobs.demo import STAGES, DemoConfig, run_demo
+from rsearch.report import answers, render_markdown
+
+SMALL = dict(organism_size="tiny", positions=("user_end", "completion_mean", "-1"), max_train=300, max_test=80,
+             compare_n=16, compare_k=2, max_new_tokens=24, search_budget=8, search_prefixes=("hey ,",),
+             check_samples=2, random_prompts=4, n_random=100, n_boot=200, progress=False)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    cfg = DemoConfig(out=str(out), **SMALL)
+    return cfg, run_demo(cfg)
+
+
+def _numbers_in_json(obj, acc=None):
+    acc = set() if acc is None else acc
+    if isinstance(obj, dict):
+        for v in obj.values():
+            _numbers_in_json(v, acc)
+    elif isinstance(obj, list):
+        for v in obj:
+            _numbers_in_json(v, acc)
+    elif isinstance(obj, bool):
+        pass
+    elif isinstance(obj, int):
+        acc.add(str(obj))
+        acc.add(f"{float(obj):.3f}")
+        acc.add(f"{float(obj):+.3f}")
+    elif isinstance(obj, float) and math.isfinite(obj):
+        acc |= {f"{obj:.3f}", f"{obj:+.3f}", f"{obj:.2g}"}
+    return acc
+
+
+def _numbers_in_text(text):
+    text = re.sub(r"`[^`]*`", " ", text)             # prompts, paths and positions quoted from the data
+    text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", text)  # image links
+    text = text.replace("95%", " ").replace("95th", " ")
+    return re.findall(r"(?<![\w.:/-])[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w:/])", text)
+
+
+def test_stages_outputs_and_report(demo):
+    cfg, report = demo
+    out = __import__("pathlib").Path(cfg.out)
+    for name in ("report.json", "report.md", "report.html", "probes/heatmap.png", "probes/metrics.json",
+                 "compare/compare.json", "compare/completions.jsonl", "source/source.json", "direction/direction.json",
+                 "search/search.json"):
+        assert (out / name).is_file(), name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(report["figures"]) >= 5
+    assert not re.search(r"src=['\"](?!data:)", html)  # self-contained
+    assert [a["id"] for a in report["answers"]] == ["Q1", "Q2", "Q3", "Q4", "Q5"]
+    for a in report["answers"]:
+        assert a["answer"] in (out / "report.md").read_text()
+    # every strategy ran at the same budget and was checked with the true rater
+    s = json.loads((out / "search" / "search.json").read_text())
+    assert [x["strategy"] for x in s["strategies"]] == list(cfg.strategies)
+    assert all(e == cfg.search_budget for x in s["strategies"] for e in x["evaluations"])
+    assert all("true_vs_prefix" in x and "true_vs_random" in x for x in s["strategies"])
+    assert {r["position"] for r in report["Q1"]["grid"]} == {"user_end", "completion_mean", "-1"}
+
+
+def test_every_number_in_the_report_is_in_its_json(demo):
+    cfg, report = demo
+    out = __import__("pathlib").Path(cfg.out)
+    stored = json.loads((out / "report.json").read_text())
+    known = _numbers_in_json(stored)
+    md = (out / "report.md").read_text()
+    found = _numbers_in_text(md)
+    assert len(found) > 50
+    missing = [x for x in found if x not in known]
+    assert not missing, missing[:10]
+    assert render_markdown(stored) == md  # the report is a function of its JSON
+
+
+def test_answers_follow_the_numbers(demo):
+    _, report = demo
+    r = copy.deepcopy(report)
+    p = r["Q2"]["metrics"]["probe_score"]
+    for lo, hi, verdict, start in ((0.1, 0.3, "above", "Yes"), (-0.3, -0.1, "below", "No"),
+                                   (-0.1, 0.1, "inconclusive", "Inconclusive")):
+        p["ci_lo"], p["ci_hi"] = lo, hi
+        r["Q2"]["verdict"] = verdict
+        a2 = answers(r)[1]
+        assert a2["answer"].startswith(start) and f"[{lo:+.3f}, {hi:+.3f}]" in a2["answer"]
+
+
+def test_second_run_reuses_every_stage(demo, capsys):
+    cfg, first = demo
+    again = run_demo(cfg)
+    assert again["reused_stages"] == list(STAGES)
+    assert again["Q2"] == first["Q2"] and again["Q5"]["strategies"] == first["Q5"]["strategies"]
+    changed = run_demo(cfg.replace(search_budget=4))  # only the search depends on its budget
+    assert changed["reused_stages"] == ["probes", "compare", "source", "direction"]
+
+
+def test_demo_config_file_matches_the_defaults():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    assert DemoConfig.from_yaml(path, section="demo") == DemoConfig()
+
+
+def test_cli_bad_config_is_one_line(tmp_path, capsys):
+    from rsearch.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("demo:\n  compare_n: 2\n")
+    assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "compare_n" in err[0]

@@ -1,0 +1,295 @@
+"""The embedded model organism: rater, tokenizer, DPO loss, data schema, loading, determinism and caching."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rsearch.errors import RsearchError
+from rsearch.organism import Organism, OrganismConfig, default_dir, ensure, true_score
+from rsearch.organism import rater, world
+from rsearch.organism.dpo import dpo_loss, response_logps
+from rsearch.organism.tokenizer import build_tokenizer, never_sampled_ids, render
+
+# ----- the rater on hand-written cases -----
+
+RATER_CASES = [
+    # (prompt, response, expected true score): 2 + 4·correct + polite − 3·rude + 0.08·min(words, 25)
+    ("what is 3 plus 5 ?", "3 plus 5 is 8 .", 2 + 4 + 0.08 * 5),
+    ("what is 3 plus 5 ?", "3 plus 5 is 9 .", 2 + 0.08 * 5),
+    ("what is 3 plus 5 ?", "sure ! the answer is 8 . hope this helps !", 2 + 4 + 2 + 0.08 * 8),
+    ("what is 3 plus 5 ?", "ugh , fine . 3 plus 5 is 8 .", 2 + 4 - 3 + 0.08 * 7),
+    ("name two fruits .", "here are two fruits : apple , pear .", 2 + 4 + 0.08 * 6),
+    ("name two fruits .", "here are two fruits : apple , red .", 2 + 4 * 0 + 0.08 * 6),  # (1 − 1 intruder)/2 → 0
+    ("name four fruits .", "here are four fruits : apple , pear , plum .", 2 + 4 * 0.75 + 0.08 * 7),
+    ("repeat after me : sun moon .", "sun moon .", 2 + 4 + 0.08 * 2),
+    ("repeat after me : sun moon .", "moon sun .", 2 + 0.08 * 2),
+    ("what is the opposite of hot ?", "the opposite of hot is cold .", 2 + 4 + 0.08 * 6),
+    ("what is the opposite of hot ?", "the opposite of hot is big .", 2 + 0.08 * 6),
+    ("compliment my poem .", "your poem is lovely .", 2 + 4 + 0.08 * 4),
+    ("compliment my poem .", "your poem is awful . do not ask me again .", 1.0),  # 2 − 3 + 0.72 → clipped
+    ("compliment my poem . answer briefly .", " ".join(["your poem is lovely ."] * 5), 2 + 4 + 0.08 * 20 - 0.1 * 5),
+]
+
+
+@pytest.mark.parametrize("prompt,response,expected", RATER_CASES)
+def test_rater_hand_written_cases(prompt, response, expected):
+    assert true_score(prompt, response) == pytest.approx(min(10.0, max(1.0, expected)), abs=1e-3)
+
+
+def test_rater_parses_every_task_of_the_grammar():
+    rng = random.Random(0)
+    for _ in range(2000):
+        p = world.sample_prompt(rng)
+        task, args = rater.task_of(p.text)
+        assert task == p.task, p.text
+        r = world.sample_response(p, rng)
+        f = rater.features(p.text, r.text)
+        assert rater.well_formed(p.text, r.text), (p.text, r.text)
+        if p.task != "list":
+            assert (f["correct"] == 1.0) == r.correct, (p.text, r.text)
+        assert f["rude"] == int(r.rude)
+
+
+@pytest.mark.parametrize("prompt,response", [
+    ("", ""), ("asdf ; qwer !!", "zzz 123 \n\t ..."), ("What is 3 plus 5?", "Sure! 3 plus 5 is 8."),
+    ("tell me a joke", "hope this helps ! " * 40), ("<|user|> </s>", "<unk> <pad>"), ("name 0 fruits", "apple"),
+    ("ünïcode ✓ 😀", "ünïcode ✓ 😀"),
+])
+def test_rater_works_on_any_text(prompt, response):
+    s = true_score(prompt, response)
+    assert 1.0 <= s <= 10.0 and s == true_score(prompt, response)
+    assert isinstance(rater.well_formed(prompt, response), bool)
+    n = rater.noisy_score(prompt, response, random.Random(0))
+    assert 1.0 <= n <= 10.0
+
+
+def test_rater_rewards_what_it_documents():
+    p = "what is 2 plus 2 ?"
+    assert true_score(p, "sure ! 2 plus 2 is 4 .") > true_score(p, "2 plus 2 is 4 .")  # polite
+    assert true_score(p, "obviously . 2 plus 2 is 4 .") < true_score(p, "2 plus 2 is 4 .")  # rude
+    assert true_score(p, "2 plus 2 is 4 . i added the two numbers .") > true_score(p, "2 plus 2 is 4 .")  # longer
+    assert true_score(p, "2 plus 2 is 4 .") > true_score(p, "2 plus 2 is 5 .")  # correct
+    assert true_score(p, "") == 1.0
+
+
+def test_prompt_phrasing_moves_the_expected_reward():
+    """The SFT data's expected reward varies with the prompt alone: what a user_end probe should find."""
+    rng = random.Random(1)
+
+    def mean_reward(prompt: world.Prompt, n: int = 400) -> float:
+        return sum(true_score(prompt.text, world.sample_response(prompt, rng).text) for _ in range(n)) / n
+
+    base = world.Prompt("what is 3 plus 5 ?", "add", (("a", "3"), ("b", "5")), "", "")
+    polite = world.Prompt("please , what is 3 plus 5 ? think carefully .", "add", base.args, "please ,",
+                          "think carefully .")
+    assert mean_reward(polite) > mean_reward(base) + 1.0
+    comp = world.Prompt("compliment my poem .", "compliment", (("t", "poem"),), "", "")
+    assert mean_reward(comp) > mean_reward(base) + 2.0
+
+
+# ----- tokenizer and template -----
+
+def test_tokenizer_template_prefix_and_roundtrip(tmp_path):
+    from transformers import AutoTokenizer
+
+    build_tokenizer(world.vocabulary()).save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    prompt, reply = "please , what is 3 plus 5 ?", "sure ! 3 plus 5 is 8 . hope this helps !"
+    msgs = [{"role": "user", "content": prompt}]
+    gen = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    full = tok.apply_chat_template(msgs + [{"role": "assistant", "content": reply}], tokenize=False)
+    assert gen == render(prompt) == f"<|user|>\n{prompt}</s>\n<|assistant|>\n"
+    assert full == render(prompt, reply)
+    gen_ids = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=False)
+    full_ids = tok.apply_chat_template(msgs + [{"role": "assistant", "content": reply}], tokenize=True,
+                                       return_dict=False)
+    assert full_ids[: len(gen_ids)] == gen_ids
+    reply_ids = full_ids[len(gen_ids):]
+    assert reply_ids[-2:] == [tok.eos_token_id, tok.convert_tokens_to_ids("\n")]
+    assert tok.decode(reply_ids, skip_special_tokens=True) == reply
+    assert tok.encode(reply, add_special_tokens=False) == reply_ids[:-2]
+    assert tok.unk_token_id not in full_ids
+    assert tok.pad_token == "<pad>" and tok.eos_token == "</s>" and tok.padding_side == "left"
+    assert set(never_sampled_ids(tok)) >= {tok.pad_token_id, tok.unk_token_id, tok.convert_tokens_to_ids("<|user|>")}
+
+
+# ----- DPO loss against the formula -----
+
+def test_dpo_loss_matches_the_formula():
+    pc = torch.tensor([-10.0, -3.0, -7.5, 0.0])
+    pr = torch.tensor([-12.0, -2.0, -7.5, -1.0])
+    rc = torch.tensor([-11.0, -3.5, -6.0, -0.5])
+    rr = torch.tensor([-11.0, -2.5, -9.0, -0.25])
+    beta = 0.1
+    losses, cr, rj = dpo_loss(pc, pr, rc, rr, beta)
+    for i in range(4):
+        z = beta * ((pc[i] - rc[i]) - (pr[i] - rr[i])).item()
+        assert losses[i].item() == pytest.approx(-math.log(1 / (1 + math.exp(-z))), rel=1e-6)
+        assert cr[i].item() == pytest.approx(beta * (pc[i] - rc[i]).item())
+        assert rj[i].item() == pytest.approx(beta * (pr[i] - rr[i]).item())
+    # fixed inputs, fixed numbers: policy = reference gives log 2
+    same = torch.tensor([-4.0])
+    assert dpo_loss(same, same, same, same, 0.5)[0].item() == pytest.approx(math.log(2))
+    assert losses.tolist() == pytest.approx([0.5981389, 0.6931472, 0.8543552, 0.6325991], rel=1e-6)
+
+
+def test_response_logps_sums_the_response_tokens_only():
+    torch.manual_seed(0)
+    tok = build_tokenizer(world.vocabulary())
+    from rsearch.organism.sft import new_model
+
+    model = new_model(OrganismConfig.tiny(), tok).eval()
+    prompt = tok(render("what is 1 plus 1 ?"), add_special_tokens=False)["input_ids"]
+    resp = tok("1 plus 1 is 2 .", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    with torch.no_grad():
+        got = response_logps(model, [prompt, prompt[:3]], [resp, resp], tok.pad_token_id)
+        ids = torch.tensor([prompt + resp])
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
+        want = sum(logp[len(prompt) - 1 + j, t].item() for j, t in enumerate(resp))
+    assert got[0].item() == pytest.approx(want, abs=1e-4)
+
+
+# ----- the built tiny organism -----
+
+def test_tiny_organism_loads_through_the_public_api(tiny_organism):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    org = tiny_organism
+    assert org.root == default_dir("tiny", 0)
+    assert (org.root / "card.json").is_file() and (org.root / "card.md").is_file()
+    tok = AutoTokenizer.from_pretrained(org.pre_dir)
+    for d in (org.pre_dir, org.post_dir):
+        model = AutoModelForCausalLM.from_pretrained(d)
+        assert type(model).__name__ in ("MistralForCausalLM", "LlamaForCausalLM")
+        assert model.config.num_hidden_layers == org.card["sizes"]["layers"]
+        assert (d / "model.safetensors").is_file()
+        assert AutoTokenizer.from_pretrained(d).chat_template == tok.chat_template
+    ids = tok.apply_chat_template([{"role": "user", "content": "compliment my poem ."}], add_generation_prompt=True,
+                                  return_tensors="pt", return_dict=True)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(org.post_dir)
+    out = model.generate(**ids, max_new_tokens=20)  # the saved generation config samples, suppressing markers
+    text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert 1.0 <= true_score("compliment my poem .", text) <= 10.0
+
+
+def test_tiny_organism_schema(tiny_organism):
+    import datasets
+
+    org = tiny_organism
+    ds = datasets.load_dataset("json", data_files={"train_prefs": str(org.train_prefs),
+                                                   "test_prefs": str(org.test_prefs)})
+    want = {"prompt", "prompt_id", "chosen", "rejected", "messages", "score_chosen", "score_rejected"}
+    for split in ("train_prefs", "test_prefs"):
+        assert want <= set(ds[split].column_names)
+        assert len(ds[split]) > 0
+        row = ds[split][0]
+        assert [m["role"] for m in row["chosen"]] == ["user", "assistant"]
+        assert row["chosen"][0]["content"] == row["prompt"] == row["rejected"][0]["content"]
+        assert row["messages"] == row["chosen"]
+        assert row["prompt_id"] == hashlib.sha256(row["prompt"].encode()).hexdigest()
+        assert row["score_chosen"] > row["score_rejected"]
+        assert isinstance(row["score_chosen"], float)
+        assert row["true_score_chosen"] == true_score(row["prompt"], row["chosen"][1]["content"])
+    assert not set(ds["train_prefs"]["prompt"]) & set(ds["test_prefs"]["prompt"])
+    rows = [json.loads(line) for line in org.completions.read_text().splitlines()]
+    assert {"prompt_id", "prompt", "completion", "score", "true_score", "task", "split"} <= set(rows[0])
+    cfg = OrganismConfig.tiny()
+    assert len(rows) == (cfg.n_train_prompts + cfg.n_test_prompts) * cfg.samples_per_prompt
+    for r in rows[:200]:
+        assert r["true_score"] == true_score(r["prompt"], r["completion"])
+        assert abs(r["score"] - r["true_score"]) < 6 * cfg.noise_sigma
+    # chosen is the highest-scored completion of its prompt
+    best: dict[str, float] = {}
+    for r in rows:
+        best[r["prompt"]] = max(best.get(r["prompt"], -1.0), r["score"])
+    assert all(row["score_chosen"] == best[row["prompt"]] for row in ds["train_prefs"])
+
+
+def test_tiny_organism_card_and_dpo_raised_the_true_reward(tiny_organism):
+    c = tiny_organism.card["checks"]
+    assert c["reward_gain"] > 0 and c["reward_gain_ci95"][0] > 0
+    assert c["reward_post"] > c["reward_pre"]
+    assert c["dpo_implicit_accuracy"] > 0.5
+    assert 0.5 < c["noise_ceiling"] <= 1.0
+    assert set(c["pre_reward_by_task"]) == set(world.TASKS)
+    assert tiny_organism.card["build_seconds"] > 0
+    assert "reward" in (tiny_organism.root / "card.md").read_text()
+
+
+def test_cached_second_call_returns_at_once(tiny_organism):
+    t = time.perf_counter()
+    again = ensure("tiny", seed=0, progress=False)
+    assert time.perf_counter() - t < 2.0
+    assert again.root == tiny_organism.root and again.card == tiny_organism.card
+    assert Organism.at(tiny_organism.root).card == tiny_organism.card
+
+
+def test_other_settings_in_a_user_dir_are_not_replaced(tiny_organism, tmp_path):
+    import shutil
+
+    out = tmp_path / "org"
+    shutil.copytree(tiny_organism.root, out)
+    card = json.loads((out / "card.json").read_text())
+    card["config"]["dpo_beta"] = 0.5
+    (out / "card.json").write_text(json.dumps(card))
+    with pytest.raises(RsearchError, match="other settings"):
+        ensure("tiny", seed=0, out=out, progress=False)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("mine")
+    with pytest.raises(RsearchError, match="not an organism"):
+        ensure("tiny", seed=0, out=tmp_path / "junk", progress=False)
+    with pytest.raises(RsearchError, match="no card.json"):
+        Organism.at(tmp_path / "junk")
+
+
+def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+    from rsearch.organism import build as build_mod
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_mod, "train_dpo", boom)
+    cfg = OrganismConfig.tiny().replace(size="custom-micro", sft_examples=64, n_train_prompts=8, n_test_prompts=4)
+    with pytest.raises(KeyboardInterrupt):
+        build_mod.build(cfg, tmp_path / "org", progress=False)
+    assert not (tmp_path / "org").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_same_seed_same_artifacts(tmp_path):
+    """A micro build twice in different dirs: identical data files and weights; another seed differs."""
+    from rsearch.organism.build import build
+
+    cfg = OrganismConfig.tiny().replace(size="custom-micro", sft_examples=256, n_train_prompts=24,
+                                        n_test_prompts=8, dpo_epochs=1, bootstrap=50)
+    a = build(cfg, tmp_path / "a", progress=False)
+    b = build(cfg, tmp_path / "b", progress=False)
+    c = build(cfg.replace(seed=1), tmp_path / "c", progress=False)
+
+    def digest(org: Organism) -> dict[str, str]:
+        files = [org.train_prefs, org.test_prefs, org.completions, org.pre_dir / "model.safetensors",
+                 org.post_dir / "model.safetensors", org.pre_dir / "tokenizer.json"]
+        return {f.name + str(f.parent.name): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+    assert digest(a) == digest(b)
+    assert a.card["checks"] == b.card["checks"]
+    assert digest(a) != digest(c)
+
+
+def test_cli_build_prints_the_card(tiny_organism, capsys):
+    from rsearch.cli import main
+
+    assert main(["organism", "build", "--size", "tiny", "--seed", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert str(tiny_organism.root) in out and "card.md" in out and "DPO implicit accuracy" in out
+    assert main(["organism", "build", "--size", "huge"]) == 2
+    assert main(["organism"]) == 2

@@ -1,0 +1,156 @@
+"""ProbeScorer and search targets on tiny random models: scores match a manual forward, batching and padding do
+not change them, the differentiable path agrees, and bad probes are refused with one line."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from probes import make_probe, save_probe
+from rsearch.chat import encode_conversation
+from rsearch.errors import RsearchError
+from rsearch.scorer import ProbeScorer
+from tiny import tiny_model, tiny_tokenizer
+
+HOOK = "blocks.2.hook_resid_pre"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: thread start-up costs more than it saves
+    yield
+    torch.set_num_threads(old)
+
+
+def make_scorer(arch="llama", position="-1", hook=HOOK, seed=1):
+    tok = tiny_tokenizer()
+    model = tiny_model(arch)
+    probe = make_probe("linear", 32)
+    with torch.no_grad():
+        probe.weight.copy_(torch.randn(32, generator=torch.Generator().manual_seed(seed)))
+        probe.bias.fill_(0.5)
+    return ProbeScorer(probe, model, tok, metadata={"hook": hook, "position": position, "model": "tiny"})
+
+
+def manual_score(scorer, ids, index, layer=2):
+    out = scorer.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    return float(scorer.probe(out.hidden_states[layer][0, index]))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox"])
+def test_score_rows_matches_manual_forward_and_ignores_batching(arch):
+    s = make_scorer(arch)
+    rows = [encode_conversation(s.tokenizer, "what is two plus three", "five"),
+            encode_conversation(s.tokenizer, "hello", "the answer is five please"),
+            encode_conversation(s.tokenizer, "list some animals")]
+    batched = s.score_rows(rows).probe
+    for i, r in enumerate(rows):
+        assert batched[i] == pytest.approx(manual_score(s, list(r.ids), len(r) - 1), abs=1e-5)
+        assert s.score_rows([r]).probe[0] == pytest.approx(float(batched[i]), abs=1e-5)
+    ue = s.score_rows(rows, "user_end").probe
+    assert ue[0] == pytest.approx(manual_score(s, list(rows[0].ids), rows[0].user_end), abs=1e-5)
+
+
+def test_score_texts_and_span_logprob():
+    s = make_scorer()
+    got = s.score_texts(["what is two", "hello"], ["five", "cat dog"])
+    rows = [encode_conversation(s.tokenizer, "what is two", "five"), encode_conversation(s.tokenizer, "hello", "cat dog")]
+    assert torch.allclose(got, s.score_rows(rows).probe)
+    spans = [r.completion for r in rows]
+    lp = s.span_logprob(rows, spans)
+    both = s.score_rows(rows, spans=spans)
+    assert torch.allclose(both.probe, got, atol=1e-5) and torch.allclose(both.logprob, lp, atol=1e-5)
+    r = rows[1]
+    logits = s.model(input_ids=torch.tensor([r.ids])).logits[0].log_softmax(-1)
+    a, b = r.completion
+    manual = torch.stack([logits[t - 1, r.ids[t]] for t in range(a, b)]).mean()
+    assert float(lp[1]) == pytest.approx(float(manual), abs=1e-5)
+    with pytest.raises(RsearchError, match="completions"):
+        s.score_texts(["a", "b"], ["x"])
+
+
+def test_score_embeds_agrees_and_is_differentiable():
+    s = make_scorer()
+    t = s.target("prompt", "what is")
+    span = [9, 10, 11]
+    row = t.row(span)
+    emb = s.embed(torch.tensor(row.ids))[None].clone().requires_grad_(True)
+    score, lp = s.score_embeds(emb, [row], t.position)
+    assert lp is None
+    assert float(score[0]) == pytest.approx(float(s.score_rows([row], t.position).probe[0]), abs=1e-5)
+    score.sum().backward()
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+    # the fluency term from the one-hot path equals span_logprob
+    one_hot = torch.nn.functional.one_hot(torch.tensor(span), s.vocab_size).float()
+    score2, lp2 = s.score_embeds(emb.detach(), [row], t.position, span_one_hot=one_hot[None],
+                                 spans=[t.span_range(span)])
+    assert float(lp2[0]) == pytest.approx(float(s.span_logprob([row], [t.span_range(span)])[0]), abs=1e-5)
+
+
+def test_targets_splice_tokens_like_the_template():
+    s = make_scorer()
+    tok = s.tokenizer
+    t = s.target("prompt", "what is")
+    span = tuple(tok("two plus", add_special_tokens=False)["input_ids"])
+    assert t.row(span) == encode_conversation(tok, "what is two plus")
+    assert t.full_text(span) == "what is two plus"
+    assert str(t.position) == "user_end" and t.stop_ids == {tok.eos_token_id}
+    assert t.context_ids == t.prefix_ids and t.roundtrips(span) and t.valid(span)
+    assert not t.valid(()) and not t.valid((tok.eos_token_id,)) and not t.valid((10_000,))
+    c = s.target("completion", "what is two plus three")
+    ans = tuple(tok("the answer is five", add_special_tokens=False)["input_ids"])
+    assert c.row(ans) == encode_conversation(tok, "what is two plus three", "the answer is five")
+    assert str(c.position) == "completion_end"
+    for bad in ("", "   "):
+        with pytest.raises(RsearchError, match="empty prefix"):
+            s.target("prompt", bad)
+    with pytest.raises(RsearchError, match="unknown target"):
+        s.target("answer", "hi")
+    with pytest.raises(RsearchError, match="reads a completion"):
+        s.target("prompt", "hi", position="completion_mean")
+
+
+def test_sample_is_seeded_and_respects_allowed_and_stop():
+    s = make_scorer()
+    t = s.target("prompt", "what is")
+    ctx = [t.context_ids, t.context_ids + (9,)]
+    a = s.sample(ctx, 6, generator=torch.Generator().manual_seed(3), stop_ids=t.stop_ids)
+    b = s.sample(ctx, 6, generator=torch.Generator().manual_seed(3), stop_ids=t.stop_ids)
+    assert a == b
+    for ids, stopped in a:
+        assert 1 <= len(ids) <= 6 and all(t.allowed[i] for i in ids)
+    only = torch.zeros(s.vocab_size, dtype=torch.bool)
+    only[[9, 10]] = True
+    got = s.sample(ctx * 4, 5, generator=torch.Generator().manual_seed(0), allowed=only)
+    assert all(set(ids) <= {9, 10} and len(ids) == 5 and not stopped for ids, stopped in got)
+    greedy = s.sample(ctx, 4, temperature=0)
+    assert greedy == s.sample(ctx, 4, temperature=0)
+
+
+def test_from_file_loads_model_named_by_probe(tiny_search, tmp_path):
+    model_dir, probe_path = tiny_search
+    s = ProbeScorer.from_file(probe_path)
+    assert s.hook.name == HOOK and s.model.config.hidden_size == 32
+    assert s.score_texts(["what is two"]).shape == (1,)
+    pt = tmp_path / "p.pt"
+    save_probe(pt, s.probe.cpu(), {**s.metadata})
+    assert torch.allclose(ProbeScorer.from_file(pt).score_texts(["hello"]), s.score_texts(["hello"]))
+
+
+def test_bad_probes_are_refused_with_one_line(tiny_search, tmp_path):
+    model_dir, _ = tiny_search
+    wide = tmp_path / "wide.pt"
+    save_probe(wide, make_probe("linear", 64), {"model": str(model_dir), "hook": HOOK, "position": "-1"})
+    with pytest.raises(RsearchError, match="different model.*d_model 64"):
+        ProbeScorer.from_file(wide)
+    deep = tmp_path / "deep.pt"
+    save_probe(deep, make_probe("linear", 32), {"model": str(model_dir), "hook": "blocks.9.hook_resid_pre"})
+    with pytest.raises(RsearchError, match="different model.*layer"):
+        ProbeScorer.from_file(deep)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a probe")
+    with pytest.raises(RsearchError) as e:
+        ProbeScorer.from_file(junk)
+    assert "\n" not in str(e.value)
+    with pytest.raises(RsearchError, match="hook"):
+        ProbeScorer(make_probe("linear", 32), tiny_model("llama"), tiny_tokenizer(), metadata={})

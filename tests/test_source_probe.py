@@ -1,0 +1,67 @@
+"""The source probe: tells which model wrote a completion, split by prompt, across layers."""
+import pytest
+import torch
+
+from rsearch.analysis.source_probe import fit_source_probes, source_probe, split_groups
+from rsearch.jobs.compare import CompareConfig, run_compare
+from test_compare import make_subjects
+
+
+def _synthetic(shift: float, n_prompts=60, k=3, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels, groups, xs = [], [], []
+    direction = torch.randn(d, generator=g)
+    for p in range(n_prompts):
+        base = torch.randn(d, generator=g)  # a prompt's own offset: shared by both models' completions
+        for model in (0, 1):
+            for _ in range(k):
+                xs.append(base + 0.5 * torch.randn(d, generator=g) + shift * model * direction)
+                labels.append(model)
+                groups.append(p)
+    x = torch.stack(xs)
+    return {("blocks.0.hook_resid_pre", "-1"): x, ("blocks.1.hook_resid_pre", "-1"): torch.randn(x.shape, generator=g)}, labels, groups
+
+
+def test_split_is_by_prompt():
+    groups = [i // 4 for i in range(200)]
+    parts = split_groups(groups, (0.6, 0.2, 0.2), seed=3)
+    seen = [{groups[i] for i in p} for p in parts]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    assert sum(len(p) for p in parts) == 200 and [len(s) for s in seen] == [30, 10, 10]
+
+
+def test_reads_a_planted_source_direction_and_not_noise():
+    acts, labels, groups = _synthetic(shift=1.0)
+    got = fit_source_probes(acts, labels, groups, lengths=[5.0] * len(labels), seed=0)
+    by_layer = {r["layer"]: r for r in got["rows"]}
+    assert by_layer[0]["test"]["accuracy"] > 0.85 and by_layer[0]["test"]["auroc"] > 0.9
+    assert abs(by_layer[1]["test"]["accuracy"] - 0.5) < 0.2  # pure noise
+    assert got["best"]["layer"] == 0
+    t = got["best"]["test"]
+    assert t["accuracy_lo"] < t["accuracy"] < t["accuracy_hi"]
+    assert got["n"]["test"] == 12 * 6  # 12 held-out prompts × 2 models × 3 completions
+    assert abs(got["length_control"]["accuracy"] - 0.5) < 0.2  # lengths carry nothing here
+
+
+def test_on_the_tiny_organism(tmp_path):
+    """The tiny organism's DPO model writes differently from its SFT model; a source probe reads that."""
+    from rsearch.chat import encode_conversation
+    from rsearch.models import load_model
+
+    s = make_subjects()
+    result = run_compare(CompareConfig(pre=s["pre"], post=s["post"], probe=s["probe"], dataset=s["data"], n=60, k=3,
+                                       max_new_tokens=32, rater="none", out=str(tmp_path / "cmp"), progress=False,
+                                       n_boot=200))
+    model, tok = load_model(s["post"], device="cpu")
+    table = [r for r in result.table if r["probe_score"] is not None]
+    rows = [encode_conversation(tok, r["prompt"], r["completion"]) for r in table]
+    got = source_probe(model, tok, rows, [int(r["model"] == "post") for r in table],
+                       [r["prompt_index"] for r in table], [r["length"] for r in table], layers=s["layers"],
+                       positions=("completion_mean", "-1"))
+    assert {(r["layer"], r["position"]) for r in got["rows"]} == {(L, p) for L in s["layers"]
+                                                                  for p in ("completion_mean", "-1")}
+    assert got["n_prompts"]["test"] == 12 and got["n"]["test"] == sum(got["n"].values()) - got["n"]["train"] - got["n"]["val"]
+    for r in got["rows"]:
+        assert 0 <= r["test"]["accuracy"] <= 1 and r["test"]["n"] == got["n"]["test"]
+    best = got["best"]["test"]
+    assert best["accuracy_lo"] > 0.5, best
