@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from rsearch.chat import Encoded
 from rsearch.hooks import HookPoint, capture, check_hooks, parse_hook, run_forward
 from rsearch.io_utils import write_json
+from rsearch.paths import rsearch_home
 from rsearch.positions import Position, gather, parse_position, position_weights
 
 
@@ -191,4 +191,4 @@ def build_store(
 
 
 def default_store_root() -> Path:
-    return Path(os.environ.get("RSEARCH_HOME", Path.home() / ".cache" / "rsearch")) / "activations"
+    return rsearch_home() / "activations"

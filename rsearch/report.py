@@ -96,7 +96,8 @@ def build_report(*, cfg: dict, subjects: dict, sweep: dict, compare: dict, sourc
                                             "length_pairwise_acc", "shuffled_pairwise_acc", "val_pairwise_acc")},
           "n_test_pairs": n_test_pairs,
           "user_end": {"layer": ue["layer"], "test_pearson": ue.get("test_pearson"), "test_pearson_lo": ue_lo,
-                       "test_pearson_hi": ue_hi, "shuffled_pearson": ue.get("shuffled_pearson")},
+                       "test_pearson_hi": ue_hi, "shuffled_pearson": ue.get("shuffled_pearson"),
+                       "ci": "Fisher z interval with n = test pairs (chosen and rejected share the prompt's activation)"},
           "top": ranked[:3], "grid": grid}
     q1["verdict"] = _verdict(best.get("test_pairwise_acc_lo"), best.get("test_pairwise_acc_hi"), 0.5)
     q1["user_end_verdict"] = _verdict(ue_lo, ue_hi, 0.0)
@@ -311,8 +312,9 @@ def _a5(q: dict) -> tuple[str, str]:
                       f"{ci(tp['ci_lo'], tp['ci_hi'], True)}) and {word(s['verdict_random'])} random prompts "
                       f"({fmt_signed(tr['diff'])} {ci(tr['ci_lo'], tr['ci_hi'], True)})")
         parts.append(piece + ".")
-    budget = (f"Each strategy searched {fmt(q['n_prefixes'])} prefixes with a budget of {fmt(q['budget'])} scored "
-              f"prompts each, maximizing the user_end probe (layer {fmt(q['probe_layer'])}).")
+    budget = (f"Each strategy searched {fmt(q['n_prefixes'])} prefix{'es' if q['n_prefixes'] != 1 else ''} with a "
+              f"budget of {fmt(q['budget'])} scored prompts each, maximizing the user_end probe "
+              f"(layer {fmt(q['probe_layer'])}).")
     if q["has_true"]:
         both = [s["strategy"] for s in q["strategies"] if s["verdict_prefix"] == "above" and s["verdict_random"] == "above"]
         if len(both) == len(q["strategies"]):

@@ -12,7 +12,7 @@ import torch
 
 from rsearch.analysis.stats import bootstrap_ci, paired_summary, paired_test, per_prompt_means, verdict
 from rsearch.cli import main
-from rsearch.jobs.compare import CompareConfig, load_table, run_compare
+from rsearch.jobs.compare import CompareConfig, CompareResult, load_table, run_compare
 
 
 
@@ -30,13 +30,11 @@ def make_subjects(root: Path | None = None, organism: bool = True) -> dict:
 
 
 def _organism_subjects() -> dict:
-    import os
-
     from rsearch.jobs.train_probe import TrainProbeConfig, train_probes
     from rsearch.organism import ensure
 
     org = ensure("tiny", seed=0, progress=False)
-    out = Path(os.environ["RSEARCH_HOME"]) / "test_subjects" / "probes"
+    out = _cache_dir(org) / "probes"
     if not (out / "metrics.json").is_file():
         train_probes(TrainProbeConfig(model=str(org.post_dir), dataset=str(org.data_dir), sweep=True,
                                       positions=("completion_mean",), out=str(out), max_train=400, max_test=100,
@@ -46,6 +44,31 @@ def _organism_subjects() -> dict:
     return {"pre": str(org.pre_dir), "post": str(org.post_dir), "data": str(org.data_dir),
             "probe": str(out / "best_probe.safetensors"), "probes": probes, "rater": "auto", "beta": None,
             "layers": sorted(probes)}
+
+
+def _cache_dir(org) -> Path:
+    """Where this session's shared test outputs live: keyed by the organism build, so a rebuilt organism
+    (another build version) never meets outputs of the old one."""
+    import hashlib
+    import os
+
+    key = hashlib.sha256(org.card_path.read_bytes()).hexdigest()[:12]
+    return Path(os.environ["RSEARCH_HOME"]) / "test_subjects" / key
+
+
+def compared_on_organism():
+    """One comparison on the tiny organism per test session (40 prompts × 3 completions), cached in $RSEARCH_HOME."""
+    from rsearch.io_utils import read_jsonl
+    from rsearch.organism import ensure
+
+    s = make_subjects()
+    out = _cache_dir(ensure("tiny", seed=0, progress=False)) / "compare"
+    if not (out / "compare.json").is_file():
+        run_compare(CompareConfig(pre=s["pre"], post=s["post"], probe=s["probe"], dataset=s["data"],
+                                  prompts="test_prefs", n=40, k=3, max_new_tokens=32, rater=s["rater"],
+                                  beta=s["beta"], out=str(out), progress=False, n_boot=400))
+    summary = json.loads((out / "compare.json").read_text())
+    return CompareResult(summary, read_jsonl(out / "completions.jsonl"), out)
 
 
 def _random_subjects(root: Path) -> dict:
@@ -84,12 +107,8 @@ def subjects():
 
 
 @pytest.fixture(scope="module")
-def compared(subjects, tmp_path_factory):
-    out = tmp_path_factory.mktemp("compare_out")
-    cfg = CompareConfig(pre=subjects["pre"], post=subjects["post"], probe=subjects["probe"],
-                        dataset=subjects["data"], prompts="test_prefs", n=14, k=3, max_new_tokens=10,
-                        rater=subjects["rater"], beta=subjects["beta"], out=str(out), progress=False, n_boot=400)
-    return run_compare(cfg)
+def compared():
+    return compared_on_organism()
 
 
 def test_outputs_and_table(compared):
@@ -106,6 +125,8 @@ def test_outputs_and_table(compared):
     with open(out / "completions.csv") as f:
         assert len(list(csv.DictReader(f))) == len(table)
     assert set(summary["metrics"]) >= {"probe_score", "dpo_reward", "length", "true_reward"}
+    # the organism's models, given by path: its rater and its DPO beta are found from its card
+    assert summary["rater"] == "organism" and summary["beta_source"] == "organism card"
 
 
 def test_statistics_recomputed_from_the_table(compared):
@@ -128,10 +149,12 @@ def test_statistics_recomputed_from_the_table(compared):
         assert s["mean_pre"] == pytest.approx(pre.mean(), abs=1e-9)
         assert s["mean_post"] == pytest.approx(post.mean(), abs=1e-9)
         assert s["diff"] == pytest.approx(d.mean(), abs=1e-9)
-        lo, hi = bootstrap_ci(d, n_boot=400, seed=0)
+        lo, hi = bootstrap_ci(d, n_boot=summary['config']['n_boot'], seed=0)
         assert (s["ci_lo"], s["ci_hi"]) == pytest.approx((lo, hi), abs=1e-9)
         assert s["ci_lo"] <= s["diff"] <= s["ci_hi"] or np.allclose(d, d[0])
-        p = wilcoxon(d, zero_method="wilcox").pvalue if np.any(d != 0) else 1.0
+        nz = np.abs(d[d != 0])
+        method = "exact" if nz.size <= 50 and np.unique(nz).size == nz.size else "approx"
+        p = wilcoxon(d, zero_method="wilcox", method=method).pvalue if np.any(d != 0) else 1.0
         assert s["p_value"] == pytest.approx(p, rel=1e-9, abs=1e-12)
 
 
@@ -169,7 +192,7 @@ def test_identical_models_give_identical_completions_and_zero_differences(subjec
     assert pre == post  # same seeds, same batches: common random numbers
     s = result.summary["metrics"]
     assert s["dpo_reward"]["diff"] == 0 and s["probe_score"]["diff"] == pytest.approx(0, abs=1e-6)
-    assert s["probe_score"]["p_value"] == 1.0
+    assert s["dpo_reward"]["p_value"] == 1.0  # all differences exactly 0 (probe scores differ by float noise)
     assert "true_reward" not in s
 
 

@@ -99,8 +99,8 @@ def test_second_run_reuses_every_stage(demo, capsys):
     again = run_demo(cfg)
     assert again["reused_stages"] == list(STAGES)
     assert again["Q2"] == first["Q2"] and again["Q5"]["strategies"] == first["Q5"]["strategies"]
-    changed = run_demo(cfg.replace(search_budget=4))  # only the search depends on its budget
-    assert changed["reused_stages"] == ["probes", "compare", "source", "direction"]
+    changed = run_demo(cfg.replace(n_random=50))  # only the direction analysis depends on it
+    assert changed["reused_stages"] == ["probes", "compare", "source", "search"]
 
 
 def test_demo_config_file_matches_the_defaults():

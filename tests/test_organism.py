@@ -21,7 +21,7 @@ from rsearch.organism.tokenizer import build_tokenizer, never_sampled_ids, rende
 # ----- the rater on hand-written cases -----
 
 RATER_CASES = [
-    # (prompt, response, expected true score): 2 + 4·correct + polite − 3·rude + 0.08·min(words, 25)
+    # (prompt, response, expected true score): 2 + 4·correct + polite − 3·rude + 0.08·min(words, 25) − 3·malformed
     ("what is 3 plus 5 ?", "3 plus 5 is 8 .", 2 + 4 + 0.08 * 5),
     ("what is 3 plus 5 ?", "3 plus 5 is 9 .", 2 + 0.08 * 5),
     ("what is 3 plus 5 ?", "sure ! the answer is 8 . hope this helps !", 2 + 4 + 2 + 0.08 * 8),
@@ -35,7 +35,7 @@ RATER_CASES = [
     ("what is the opposite of hot ?", "the opposite of hot is big .", 2 + 0.08 * 6),
     ("compliment my poem .", "your poem is lovely .", 2 + 4 + 0.08 * 4),
     ("compliment my poem .", "your poem is awful . do not ask me again .", 1.0),  # 2 − 3 + 0.72 → clipped
-    ("compliment my poem . answer briefly .", " ".join(["your poem is lovely ."] * 5), 2 + 4 + 0.08 * 20 - 0.1 * 5),
+    ("compliment my poem . answer briefly .", " ".join(["your poem is lovely ."] * 5), 2 + 4 + 0.08 * 20 - 0.1 * 5 - 3),  # malformed
 ]
 
 
@@ -78,6 +78,7 @@ def test_rater_rewards_what_it_documents():
     assert true_score(p, "2 plus 2 is 4 . i added the two numbers .") > true_score(p, "2 plus 2 is 4 .")  # longer
     assert true_score(p, "2 plus 2 is 4 .") > true_score(p, "2 plus 2 is 5 .")  # correct
     assert true_score(p, "") == 1.0
+    assert true_score(p, "2 plus 2 is 4 . sure ! hope this helps !") > true_score(p, "sure ! hope this helps ! 2 2 4 .")
 
 
 def test_prompt_phrasing_moves_the_expected_reward():
@@ -252,7 +253,9 @@ def test_other_settings_in_a_user_dir_are_not_replaced(tiny_organism, tmp_path):
 
 
 def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
-    from rsearch.organism import build as build_mod
+    import importlib
+
+    build_mod = importlib.import_module("rsearch.organism.build")
 
     def boom(*a, **k):
         raise KeyboardInterrupt

@@ -4,7 +4,7 @@ import torch
 
 from rsearch.analysis.source_probe import fit_source_probes, source_probe, split_groups
 from rsearch.jobs.compare import CompareConfig, run_compare
-from test_compare import make_subjects
+from test_compare import compared_on_organism, make_subjects
 
 
 def _synthetic(shift: float, n_prompts=60, k=3, d=16, seed=0):
@@ -43,15 +43,13 @@ def test_reads_a_planted_source_direction_and_not_noise():
     assert abs(got["length_control"]["accuracy"] - 0.5) < 0.2  # lengths carry nothing here
 
 
-def test_on_the_tiny_organism(tmp_path):
+def test_on_the_tiny_organism():
     """The tiny organism's DPO model writes differently from its SFT model; a source probe reads that."""
     from rsearch.chat import encode_conversation
     from rsearch.models import load_model
 
     s = make_subjects()
-    result = run_compare(CompareConfig(pre=s["pre"], post=s["post"], probe=s["probe"], dataset=s["data"], n=60, k=3,
-                                       max_new_tokens=32, rater="none", out=str(tmp_path / "cmp"), progress=False,
-                                       n_boot=200))
+    result = compared_on_organism()
     model, tok = load_model(s["post"], device="cpu")
     table = [r for r in result.table if r["probe_score"] is not None]
     rows = [encode_conversation(tok, r["prompt"], r["completion"]) for r in table]
@@ -60,7 +58,7 @@ def test_on_the_tiny_organism(tmp_path):
                        positions=("completion_mean", "-1"))
     assert {(r["layer"], r["position"]) for r in got["rows"]} == {(L, p) for L in s["layers"]
                                                                   for p in ("completion_mean", "-1")}
-    assert got["n_prompts"]["test"] == 12 and got["n"]["test"] == sum(got["n"].values()) - got["n"]["train"] - got["n"]["val"]
+    assert got["n_prompts"]["test"] == 8 and got["n"]["test"] == sum(got["n"].values()) - got["n"]["train"] - got["n"]["val"]
     for r in got["rows"]:
         assert 0 <= r["test"]["accuracy"] <= 1 and r["test"]["n"] == got["n"]["test"]
     best = got["best"]["test"]

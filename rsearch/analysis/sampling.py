@@ -91,12 +91,16 @@ def completion_logprobs(model, rows: Sequence[Encoded], *, pad_id: int, eos_id: 
     out = torch.empty(len(rows), dtype=torch.float64)
     for idx in tqdm(length_sorted_batches(rows, batch_size), desc=desc, disable=not progress, leave=False):
         batch = collate([rows[i] for i in idx], pad_id)
-        logits = model(**batch.model_inputs(device), use_cache=False).logits  # [batch, seq, vocab]
+        inputs = batch.model_inputs(device)
+        logits = model(**inputs, use_cache=False).logits                          # [batch, seq, vocab]
+        # log-prob of each next token: position t-1 predicts token t
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)                 # [batch, seq-1, vocab]
+        token_logp = logp.gather(-1, inputs["input_ids"][:, 1:, None])[..., 0]   # [batch, seq-1]
+        mask = torch.zeros_like(token_logp)
         for b, i in enumerate(idx):
             row = rows[i]
             c0, c1 = row.completion
             end = c1 + 1 if eos_id is not None and c1 < len(row) and row.ids[c1] == eos_id else c1
-            target = torch.tensor(row.ids[c0:end], device=device)                    # [t]
-            logp = torch.log_softmax(logits[b, c0 - 1:end - 1].float(), dim=-1)      # [t, vocab]
-            out[i] = float(logp.gather(-1, target[:, None]).sum())
+            mask[b, c0 - 1:end - 1] = 1.0  # right padding: a row's tokens start at index 0
+        out[idx] = (token_logp * mask).sum(-1).double().cpu()
     return out

@@ -4,8 +4,8 @@ The unit of pairing is the prompt: each model wrote k completions for the same p
 value (probe score, DPO implicit reward, length, true reward); per prompt and model the k values are
 averaged, and the paired difference post − pre is taken across prompts. Its 95% CI is a percentile
 bootstrap over prompts (seeded); its p-value is scipy's two-sided Wilcoxon signed-rank test on the per-prompt
-differences (zero differences dropped, the "wilcox" method; exact for small samples, normal approximation
-for large ones). A paired t-test's p-value is reported beside it.
+differences (zero differences dropped, the "wilcox" method; exact for at most 50 untied differences, else the
+tie-corrected normal approximation). A paired t-test's p-value is reported beside it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-METRICS_TEST = "wilcoxon signed-rank (two-sided, scipy.stats.wilcoxon, zero differences dropped)"
+METRICS_TEST = ("Wilcoxon signed-rank (two-sided, scipy.stats.wilcoxon, zero differences dropped; exact for ≤ 50 "
+                "untied differences, else the normal approximation)")
 Z_95 = 1.959963984540054
 
 
@@ -75,6 +76,15 @@ def correlation(a: Sequence[float], b: Sequence[float], *, groups: Sequence[Any]
     return {"pearson": r, "pearson_lo": lo, "pearson_hi": hi, "spearman": rho, "n": int(len(x))}
 
 
+def wilcoxon_method(diffs: Sequence[float]) -> str:
+    """"exact" for at most 50 non-zero differences without ties in |d|, else "approx" (the normal approximation,
+    tie-corrected); stated so that scipy's version-dependent "auto" (which may run a slow permutation test) is
+    never used."""
+    d = np.abs(np.asarray(diffs, dtype=np.float64))
+    d = d[d != 0]
+    return "exact" if d.size <= 50 and np.unique(d).size == d.size else "approx"
+
+
 def paired_test(diffs: Sequence[float]) -> tuple[float, float]:
     """(Wilcoxon signed-rank p, paired t-test p) of per-prompt differences; 1.0 where all differences are 0."""
     from scipy.stats import ttest_1samp, wilcoxon
@@ -82,7 +92,7 @@ def paired_test(diffs: Sequence[float]) -> tuple[float, float]:
     d = np.asarray(diffs, dtype=np.float64)
     if d.size < 2 or not np.any(d != 0):
         return 1.0, 1.0
-    p_w = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
+    p_w = float(wilcoxon(d, zero_method="wilcox", alternative="two-sided", method=wilcoxon_method(d)).pvalue)
     p_t = float(ttest_1samp(d, 0.0).pvalue) if np.std(d) > 0 else 0.0
     return p_w, (1.0 if math.isnan(p_t) else p_t)
 

@@ -252,6 +252,7 @@ def run_compare(cfg: CompareConfig, models: ModelCache | None = None) -> Compare
         for i, (pid, m) in enumerate(prompts):
             for s, c in enumerate(sampled[name][i]):
                 rec = {"prompt_index": i, "prompt_id": pid, "model": name, "sample": s, "prompt": user_text(m),
+                       "messages": m,
                        "completion": c.text, "length": c.n_tokens, "ended": c.ended, "probe_score": None,
                        "logp_pre": None, "logp_post": None, "dpo_reward": None, "true_reward": None}
                 if c.text:  # an empty completion has no tokens to read; it keeps its row, without scores
@@ -443,6 +444,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rater", choices=("auto", "organism", "none"))
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--sample-batch-size", type=int)
+    parser.add_argument("--organism-size", choices=("tiny", "demo"), help="the organism used where --pre/--post/"
+                        "--dataset are left out (default demo)")
     parser.add_argument("--dtype")
     parser.add_argument("--device")
     parser.add_argument("--out", help="output directory")
@@ -454,7 +457,7 @@ def config_from_args(args) -> CompareConfig:
         raw = load_yaml(args.config)
         data = dict(raw["compare"] if "compare" in raw else raw)
     for key in ("pre", "post", "probe", "prompts", "dataset", "n", "k", "seed", "max_new_tokens", "beta", "rater",
-                "batch_size", "sample_batch_size", "dtype", "device", "out"):
+                "batch_size", "sample_batch_size", "organism_size", "dtype", "device", "out"):
         value = getattr(args, key, None)
         if value is not None:
             data[key] = value

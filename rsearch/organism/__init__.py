@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rsearch.organism.build import Organism, build, build_or_load
+from rsearch.organism.build import Organism, build_or_load
 from rsearch.organism.config import SIZES, OrganismConfig
 from rsearch.organism.rater import noisy_score, task_of, true_score, well_formed
 
-__all__ = ["Organism", "OrganismConfig", "SIZES", "build", "default_dir", "ensure", "noisy_score", "task_of",
+__all__ = ["Organism", "OrganismConfig", "SIZES", "build_or_load", "default_dir", "ensure", "noisy_score", "task_of",
            "true_score", "well_formed"]
 
 

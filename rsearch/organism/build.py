@@ -242,7 +242,7 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         torch.manual_seed(cfg.seed + 7)
         dpo_log = train_dpo(post, p_tr, c_tr, r_tr, ref_c, ref_r, beta=cfg.dpo_beta, epochs=cfg.dpo_epochs,
                             batch_size=cfg.dpo_batch, lr=cfg.dpo_lr, seed=cfg.seed,
-                            pad_id=tok.pad_token_id, progress=progress)
+                            pad_id=tok.pad_token_id, nll_weight=cfg.dpo_nll_weight, progress=progress)
         post.save_pretrained(root / "post")
         tok.save_pretrained(root / "post")
         t = stage("dpo", t)
@@ -324,7 +324,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         f"Mistral-style decoder, {s['layers']} layers, d_model {s['d_model']}, {s['parameters']:,} parameters, "
         f"vocabulary {s['vocab']}. SFT on {s['sft_examples']:,} examples; DPO (β = {card['config']['dpo_beta']}, "
-        f"{card['config']['dpo_epochs']} epochs) on {s['train_prefs']:,} pairs; test_prefs {s['test_prefs']:,} pairs; "
+        f"{card['config']['dpo_epochs']} epochs, + {card['config']['dpo_nll_weight']} × NLL of chosen) on {s['train_prefs']:,} pairs; test_prefs {s['test_prefs']:,} pairs; "
         f"{s['completions']:,} rated completions. Built in {card['build_seconds']:.0f} s "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in card['stage_seconds'].items())}).",
         "",

@@ -23,10 +23,10 @@ class OrganismConfig(Config):
     d_ff: int = 384
     max_len: int = 128
     # SFT on responses of mixed quality (loss on every token of the conversation)
-    sft_examples: int = 30000
+    sft_examples: int = 60000
     sft_epochs: int = 1
-    sft_batch: int = 64
-    sft_lr: float = 3e-3
+    sft_batch: int = 128
+    sft_lr: float = 5e-3
     # feedback data: completions sampled from the SFT model, rated with noise
     n_train_prompts: int = 3600
     n_test_prompts: int = 400
@@ -38,7 +38,8 @@ class OrganismConfig(Config):
     dpo_beta: float = 0.1
     dpo_epochs: int = 3
     dpo_batch: int = 32
-    dpo_lr: float = 1e-3
+    dpo_lr: float = 5e-4
+    dpo_nll_weight: float = 1.0  # + NLL of chosen (RPO); 0 = plain DPO, which turns this small model's answers to word salad
     # card
     bootstrap: int = 2000
 
@@ -55,13 +56,14 @@ class OrganismConfig(Config):
         check(self.noise_sigma >= 0, "noise_sigma: must be ≥ 0")
         check(self.dpo_beta > 0, "dpo_beta: must be > 0")
         check(self.dpo_epochs >= 0, "dpo_epochs: must be ≥ 0")
+        check(self.dpo_nll_weight >= 0, "dpo_nll_weight: must be ≥ 0")
 
     @classmethod
     def tiny(cls, seed: int = 0) -> "OrganismConfig":
         """Tests' organism: builds in well under 45 s on 2 cores."""
         return cls(size="tiny", seed=seed, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=192,
-                   sft_examples=6000, n_train_prompts=500, n_test_prompts=100, samples_per_prompt=4,
-                   dpo_epochs=2, bootstrap=500)
+                   sft_examples=20000, n_train_prompts=600, n_test_prompts=150, samples_per_prompt=4,
+                   dpo_epochs=3, bootstrap=500)
 
     @classmethod
     def demo(cls, seed: int = 0) -> "OrganismConfig":

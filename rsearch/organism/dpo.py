@@ -3,7 +3,9 @@
     loss = −log σ( β·[(log π(y_c|x) − log π_ref(y_c|x)) − (log π(y_r|x) − log π_ref(y_r|x))] )
 
 Sequence log-probabilities sum over the response tokens and its `</s>`; the reference is the frozen SFT
-model, whose log-probabilities are computed once before training.
+model, whose log-probabilities are computed once before training. The build adds the chosen responses'
+per-token NLL (weight `dpo_nll_weight`, as RPO does): with plain DPO this ~1M-parameter model raises the
+implicit reward on test pairs but its samples decay into word salad that the rater scores lower.
 """
 from __future__ import annotations
 
@@ -65,8 +67,12 @@ def batched_logps(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
 def train_dpo(policy: PreTrainedModel, prompt_ids: list[list[int]], chosen_ids: list[list[int]],
               rejected_ids: list[list[int]], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
               beta: float, epochs: int, batch_size: int, lr: float, seed: int, pad_id: int,
-              progress: bool = True) -> list[dict[str, float]]:
-    """Trains `policy` in place on preference pairs; returns per-step loss and reward accuracy."""
+              nll_weight: float = 0.0, progress: bool = True) -> list[dict[str, float]]:
+    """Trains `policy` in place on preference pairs; returns per-step loss and reward accuracy.
+
+    nll_weight > 0 adds the chosen responses' per-token negative log-likelihood to the loss (RPO, Pang et
+    al. 2024), which keeps a small policy from drifting into text the reference never wrote.
+    """
     n = len(prompt_ids)
     g = torch.Generator().manual_seed(seed * 1000 + 2)
     opt = torch.optim.AdamW(policy.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
@@ -88,6 +94,9 @@ def train_dpo(policy: PreTrainedModel, prompt_ids: list[list[int]], chosen_ids: 
             pc, pr = both[: len(idx)], both[len(idx):]
             losses, rc, rr = dpo_loss(pc, pr, ref_chosen[idx], ref_rejected[idx], beta)
             loss = losses.mean()
+            if nll_weight > 0:
+                n_tok = torch.tensor([len(chosen_ids[i]) for i in idx], dtype=pc.dtype)
+                loss = loss + nll_weight * (-pc / n_tok).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)

@@ -1,6 +1,6 @@
 """The organism's ground-truth rater: a known reward function on any (prompt, response) text.
 
-    true_score = clip(2 + 4·correct + 1·polite − 3·rude + length, 1, 10)
+    true_score = clip(2 + 4·correct + 1·polite − 3·rude + length − 3·malformed, 1, 10)
 
 - `correct` ∈ [0, 1]: whether the response does the prompt's task (`task_of` parses the prompt; partial
   credit for lists). A prompt outside the grammar has no checkable task: correct counts as 0.4.
@@ -9,6 +9,9 @@
   ("do not ask me again .") appears.
 - `length`: +0.08 per word up to 25 words (a mild preference for longer answers, as GPT-4 raters have),
   −0.1 per word beyond 40; if the prompt asks to "answer briefly", −0.1 per word beyond 15.
+- `malformed`: 1 if the response does not follow the world's response grammar (`well_formed`) — word
+  salad loses 3 points, as incoherent text does with GPT-4 raters; without this term DPO learns to pad
+  answers with polite phrases in any order.
 - An empty response scores 1.
 
 `noisy_score` adds Gaussian rater noise (σ = 0.75 by default), as GPT-4 labels do; the noiseless score
@@ -129,6 +132,7 @@ def features(prompt: str, response: str) -> dict[str, Any]:
         "rude": int(any(t in W.RUDE_WORDS for t in tokens) or any(p in s for p in _RUDE)),
         "n_words": sum(1 for t in tokens if t[0].isalnum()),
         "brief": "answer briefly" in _join(normalize(prompt)),
+        "well_formed": _well_formed(task, tokens),
     }
 
 
@@ -139,7 +143,7 @@ def score_features(f: dict[str, Any]) -> float:
         return 1.0
     correct = NEUTRAL_CORRECT if f["correct"] is None else f["correct"]
     length = 0.08 * min(n, 25) - 0.1 * max(0, n - 40) - (0.1 * max(0, n - 15) if f["brief"] else 0.0)
-    s = 2.0 + 4.0 * correct + 1.0 * f["polite"] - 3.0 * f["rude"] + length
+    s = 2.0 + 4.0 * correct + 1.0 * f["polite"] - 3.0 * f["rude"] + length - 3.0 * (not f["well_formed"])
     return float(min(10.0, max(1.0, round(s, 4))))
 
 
@@ -190,8 +194,11 @@ def well_formed(prompt: str, response: str) -> bool:
 
     For a prompt outside the grammar, any task's response grammar will do.
     """
-    task, _ = task_of(prompt)
-    s = " ".join(normalize(response))
+    return _well_formed(task_of(prompt)[0], normalize(response))
+
+
+def _well_formed(task: str | None, tokens: list[str]) -> bool:
+    s = " ".join(tokens)
     patterns = _grammar()
     if task is None:
         return any(p.fullmatch(s) for p in patterns.values())
