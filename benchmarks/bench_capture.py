@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHAPES, median_seconds, print_json_line, random_mistral, sync  # noqa: E402
+from common import SHAPES, median_seconds, print_json_line, random_mistral  # noqa: E402
 
 from rsearch.hooks import capture, run_forward  # noqa: E402
 

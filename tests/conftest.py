@@ -6,7 +6,9 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# tiny models: a second intra-op thread costs more than it saves, and on a loaded 2-core machine far more;
+# the Ray workers use one thread too, so their floats match the in-process run's exactly
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

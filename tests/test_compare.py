@@ -219,3 +219,14 @@ def test_cli_bad_input_is_one_line(subjects, tmp_path, capsys):
     assert main(base + ["--probe", subjects["probe"], "--prompts", "no_such_split"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     assert not (tmp_path / "x" / "compare.json").exists()
+
+
+def test_prompts_from_a_text_file(subjects, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("what is 3 plus 5 ?\n\ncompliment my poem .\nname two fruits .\n")
+    result = run_compare(CompareConfig(pre=subjects["pre"], post=subjects["post"], probe=subjects["probe"],
+                                       prompts=str(prompts), n=10, k=1, max_new_tokens=8, out=str(tmp_path / "o"),
+                                       progress=False, n_boot=100))
+    assert sorted({r["prompt"] for r in result.table}) == ["compliment my poem .", "name two fruits .",
+                                                           "what is 3 plus 5 ?"]
+    assert result.summary["n_completions"] == {"pre": 3, "post": 3}

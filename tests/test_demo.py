@@ -45,7 +45,8 @@ def _numbers_in_text(text):
     text = re.sub(r"`[^`]*`", " ", text)             # prompts, paths and positions quoted from the data
     text = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", text)  # image links
     text = text.replace("95%", " ").replace("95th", " ")
-    return re.findall(r"(?<![\w.:/-])[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w:/])", text)
+    # whole numbers only: not inside a word or path, and never a prefix of a longer number
+    return re.findall(r"(?<![\w.:/-])[+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?(?![\w/]|\.\d)", text)
 
 
 def test_stages_outputs_and_report(demo):

@@ -14,14 +14,6 @@ from rsearch.searcher import Budget
 PREFIXES = ["what is", "hello", "list some", "please repeat", "the answer", "thank you"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the workers use one thread too, so their floats match ours exactly
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def spec(tiny_search):
     _, probe_path = tiny_search

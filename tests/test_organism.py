@@ -4,10 +4,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import time
-from pathlib import Path
 
 import pytest
 import torch

@@ -22,15 +22,6 @@ from rsearch.errors import RsearchError
 D = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny-batch SGD runs ~50× slower with 2 intra-op threads on a busy 2-core box; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n: int = 1600, d: int = D, seed: int = 0, noise: float = 0.3, length_effect: float = 0.0):
     """Rows with a rating along a planted direction; pairs (chosen, rejected) of consecutive rows.
 

@@ -9,21 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
 
 from probes import make_probe, save_probe
 from rsearch.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def base_args(probe, out, *extra):

@@ -14,14 +14,6 @@ from tiny import tiny_model, tiny_tokenizer
 HOOK = "blocks.2.hook_resid_pre"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: thread start-up costs more than it saves
-    yield
-    torch.set_num_threads(old)
-
-
 def make_scorer(arch="llama", position="-1", hook=HOOK, seed=1):
     tok = tiny_tokenizer()
     model = tiny_model(arch)

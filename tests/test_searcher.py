@@ -6,21 +6,12 @@ import dataclasses
 import json
 
 import pytest
-import torch
 
 from rsearch.errors import RsearchError
 from rsearch.searcher import Budget, Objective, ResultLog, SearchResult, Searcher, as_budget, prefix_seed
 from strategies.beam import BeamSearch
 
 OPTS = {"width": 2, "branching": 2, "chunk": 2, "max_tokens": 6}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -61,5 +61,9 @@ def test_on_the_tiny_organism():
     assert got["n_prompts"]["test"] == 8 and got["n"]["test"] == sum(got["n"].values()) - got["n"]["train"] - got["n"]["val"]
     for r in got["rows"]:
         assert 0 <= r["test"]["accuracy"] <= 1 and r["test"]["n"] == got["n"]["test"]
-    best = got["best"]["test"]
-    assert best["accuracy_lo"] > 0.5, best
+    by = {(r["layer"], r["position"]): r["test"] for r in got["rows"]}
+    # at the embeddings (layer 0) the last token is the template's newline for every row: nothing to read
+    assert by[(0, "-1")]["auroc"] == 0.5
+    # over the completion, DPO's change of style is readable (held-out AUROC averaged over layers)
+    mean_auroc = sum(by[(L, "completion_mean")]["auroc"] for L in s["layers"]) / len(s["layers"])
+    assert mean_auroc > 0.55, got["rows"]

@@ -18,14 +18,6 @@ from tiny import tiny_model, tiny_tokenizer
 BUDGET = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def scorer():
     probe = make_probe("linear", 32)

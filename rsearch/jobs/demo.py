@@ -95,7 +95,7 @@ class DemoConfig(Config):
     n_random: int = 1000
     # search
     strategies: tuple[str, ...] = ("random", "beam", "gcg", "optuna")
-    search_budget: int = 64
+    search_budget: int = 128
     search_prefixes: tuple[str, ...] = ("hey ,", "please ,", "what is")
     search_options: dict = field(default_factory=lambda: {k: dict(v) for k, v in DEMO_SEARCH_OPTIONS.items()})
     check_samples: int = 16

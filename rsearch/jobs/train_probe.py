@@ -22,7 +22,7 @@ from rsearch.chat import encode_conversation
 from rsearch.config import Config, check, load_yaml
 from rsearch.data import FeedbackPair, load_splits
 from rsearch.errors import RsearchError
-from rsearch.hooks import HookPoint, n_layers, parse_hook
+from rsearch.hooks import n_layers, parse_hook
 from rsearch.io_utils import atomic_path, write_json, write_text
 from rsearch.models import load_model, model_fingerprint
 from rsearch.positions import parse_position
@@ -79,7 +79,7 @@ class TrainProbeConfig(Config):
     def __post_init__(self) -> None:
         check(0 < self.val_fraction < 0.5, f"val_fraction: must be in (0, 0.5), got {self.val_fraction}")
         check(self.hook_kind in ("resid_pre", "resid_post"), f"hook_kind: unknown {self.hook_kind!r}")
-        check(self.store_dtype in ("float32", "float16"), f"store_dtype: use float32 or float16")
+        check(self.store_dtype in ("float32", "float16"), "store_dtype: use float32 or float16")
         check(self.extract_batch_size >= 1, "extract_batch_size: must be at least 1")
         check(self.max_tokens >= 4, "max_tokens: must be at least 4")
         check(bool(self.positions), "positions: give at least one position for a sweep")

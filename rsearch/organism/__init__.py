@@ -12,20 +12,15 @@ reward function, build.py for the directory layout and the card.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rsearch.organism.build import Organism, build_or_load
 from rsearch.organism.config import SIZES, OrganismConfig
+from rsearch.paths import rsearch_home
 from rsearch.organism.rater import noisy_score, task_of, true_score, well_formed
 
 __all__ = ["Organism", "OrganismConfig", "SIZES", "build_or_load", "default_dir", "ensure", "noisy_score", "task_of",
            "true_score", "well_formed"]
-
-
-def rsearch_home() -> Path:
-    """$RSEARCH_HOME, or ~/.cache/rsearch."""
-    return Path(os.environ.get("RSEARCH_HOME") or Path.home() / ".cache" / "rsearch").expanduser()
 
 
 def default_dir(size: str = "demo", seed: int = 0) -> Path:

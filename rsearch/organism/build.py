@@ -184,11 +184,23 @@ def _replace_dir(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+def build_threads() -> int:
+    """Torch threads for a build: $RSEARCH_THREADS, else min(2, cores).
+
+    On a machine busy with other work, 1 thread is often several times faster than 2 (threads of one op
+    wait on each other while the cores are taken); results can differ in the last bits between settings.
+    """
+    try:
+        return max(1, int(os.environ.get("RSEARCH_THREADS") or min(2, os.cpu_count() or 1)))
+    except ValueError:
+        raise RsearchError(f"RSEARCH_THREADS: expected an integer, got {os.environ['RSEARCH_THREADS']!r}") from None
+
+
 def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, Any]:
     t_start = time.perf_counter()
     stages: dict[str, float] = {}
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(build_threads())
 
     def stage(name: str, t0: float) -> float:
         stages[name] = round(time.perf_counter() - t0, 2)
