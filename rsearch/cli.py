@@ -19,7 +19,8 @@ COMMANDS = {
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's usage errors: one line, exit 2
-        raise RsearchError(f"{self.prog}: {message}")
+        sub = self.prog.removeprefix("rsearch").strip()
+        raise RsearchError(f"{sub}: {message}" if sub else message)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

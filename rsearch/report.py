@@ -300,7 +300,6 @@ def _a4(q: dict) -> tuple[str, str]:
 def _a5(q: dict) -> tuple[str, str]:
     parts = []
     for s in q["strategies"]:
-        pv = s["probe_vs_prefix"]
         piece = (f"**{s['strategy']}** found prompts the probe scores {fmt(s['mean_probe_score'])} on average (vs "
                  f"{fmt(q['baseline_prefix_mean_probe_score'])} for the bare prefixes), e.g. `{s['example_prompt']}`")
         if q["has_true"]:

@@ -1,9 +1,7 @@
 """The source probe: tells which model wrote a completion, split by prompt, across layers."""
-import pytest
 import torch
 
 from rsearch.analysis.source_probe import fit_source_probes, source_probe, split_groups
-from rsearch.jobs.compare import CompareConfig, run_compare
 from test_compare import compared_on_organism, make_subjects
 
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from rsearch.analysis.stats import wilson
+from probes.metrics import wilson_interval
 from rsearch.chat import Encoded
 
 
@@ -39,7 +39,7 @@ def _accuracy(scores: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 
     correct = float(((scores > 0).float() == y).sum())
     n = int(y.numel())
-    lo, hi = wilson(correct, n)
+    lo, hi = wilson_interval(correct, n)
     out = {"accuracy": correct / n if n else float("nan"), "accuracy_lo": lo, "accuracy_hi": hi, "n": n}
     a = auroc(scores, y)
     if a == a:

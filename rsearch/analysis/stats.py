@@ -153,17 +153,6 @@ def verdict(lo: float, hi: float, *, positive: str = "yes", negative: str = "no,
     return neither
 
 
-def wilson(successes: float, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score 95% interval of a proportion."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    den = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / den
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, c - h), min(1.0, c + h)
-
-
 def two_sample_summary(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000, seed: int = 0
                        ) -> dict[str, float]:
     """mean(a) − mean(b) for two independent samples: a percentile bootstrap 95% CI (each side resampled on

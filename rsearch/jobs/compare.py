@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 
 from rsearch.config import Config, check, load_yaml
 from rsearch.errors import RsearchError
@@ -218,7 +217,6 @@ def run_compare(cfg: CompareConfig, models: ModelCache | None = None) -> Compare
     """Runs the comparison (see the module docstring) and writes its outputs under `cfg.out`."""
     from rsearch.analysis.sampling import completion_logprobs, sample_completions
     from rsearch.chat import encode_conversation
-    from rsearch.scorer import ProbeScorer
 
     if not cfg.probe:
         raise RsearchError("no probe given: pass --probe FILE (e.g. runs/probes/best_probe.safetensors)")
