@@ -54,3 +54,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
     return out
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> None:
+    """Writes a matplotlib figure as PNG atomically, then closes it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)

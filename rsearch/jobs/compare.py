@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from rsearch.config import Config, check, load_yaml
 from rsearch.errors import RsearchError
-from rsearch.io_utils import atomic_path, read_jsonl, write_json, write_text
+from rsearch.io_utils import read_jsonl, save_figure, write_json, write_text
 
 METRICS = ("probe_score", "dpo_reward", "length", "true_reward")
 METRIC_LABELS = {"probe_score": "probe score", "dpo_reward": "DPO implicit reward", "length": "length (tokens)",
@@ -395,7 +395,7 @@ def write_figures(out: Path, table: Sequence[dict[str, Any]], summary: dict[str,
         ax.legend(fontsize=8)
     fig.tight_layout()
     figures = {"distributions": "distributions.png"}
-    _save(fig, out / figures["distributions"], plt)
+    save_figure(fig, out / figures["distributions"])
 
     other = "true_reward" if has_true else "dpo_reward"
     fig, ax = plt.subplots(figsize=(4.8, 3.8))
@@ -415,14 +415,8 @@ def write_figures(out: Path, table: Sequence[dict[str, Any]], summary: dict[str,
     ax.legend(fontsize=8)
     fig.tight_layout()
     figures["probe_vs_truth"] = "probe_vs_truth.png"
-    _save(fig, out / figures["probe_vs_truth"], plt)
+    save_figure(fig, out / figures["probe_vs_truth"])
     return figures
-
-
-def _save(fig, path: Path, plt) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
 # ----- command line -----

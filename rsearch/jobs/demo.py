@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from rsearch.config import Config, check, load_yaml
 from rsearch.errors import RsearchError
-from rsearch.io_utils import write_json
+from rsearch.io_utils import save_figure, write_json
 
 DEMO_POSITIONS = ("user_end", "completion_start", "completion_frac:0.25", "completion_frac:0.5",
                   "completion_frac:0.75", "completion_end", "-1", "completion_mean")
@@ -464,15 +464,6 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    from rsearch.io_utils import atomic_path
-
-    plt = _pyplot()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
 def _plot_source(path: Path, got: dict) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
@@ -492,7 +483,7 @@ def _plot_source(path: Path, got: dict) -> None:
     ax.set_title("source probe: which model wrote the completion?", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_direction(path: Path, got: dict) -> None:
@@ -510,7 +501,7 @@ def _plot_direction(path: Path, got: dict) -> None:
     ax.set_title(f"RL update vs reward-probe direction at {got['position']}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_search(path: Path, got: dict) -> None:
@@ -538,7 +529,7 @@ def _plot_search(path: Path, got: dict) -> None:
         ax.set_xticks(range(len(names)), names, rotation=25, fontsize=8)
         ax.set_ylabel("true reward of post-RL answers")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 # ----- command line -----

@@ -21,7 +21,7 @@ import yaml
 
 from rsearch.config import load_yaml
 from rsearch.errors import RsearchError
-from rsearch.io_utils import atomic_path, write_json
+from rsearch.io_utils import save_figure, write_json
 from rsearch.searcher import Budget, Objective, SearchResult
 
 # settings that may change on --resume without changing any result
@@ -204,9 +204,7 @@ def plot(results: list[SearchResult], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(args) -> int:

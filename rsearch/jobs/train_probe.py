@@ -23,7 +23,7 @@ from rsearch.config import Config, check, load_yaml
 from rsearch.data import FeedbackPair, load_splits
 from rsearch.errors import RsearchError
 from rsearch.hooks import n_layers, parse_hook
-from rsearch.io_utils import atomic_path, write_json, write_text
+from rsearch.io_utils import atomic_path, save_figure, write_json, write_text
 from rsearch.models import load_model, model_fingerprint
 from rsearch.positions import parse_position
 
@@ -293,9 +293,7 @@ def write_heatmap(path: Path, table: Sequence[ProbeRow]) -> None:
                     ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white")
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def add_arguments(parser) -> None:
