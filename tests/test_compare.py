@@ -72,19 +72,12 @@ def compared_on_organism():
 
 
 def _random_subjects(root: Path) -> dict:
-    from transformers import AutoModelForCausalLM
 
     from probes import LinearProbe, save_probe
-    from tiny import feedback_records, save_tiny_model, tiny_tokenizer, write_jsonl
+    from tiny import feedback_records, save_perturbed_copy, save_tiny_model, write_jsonl
 
     save_tiny_model(root / "pre", "llama", n_layers=3, d_model=32)
-    model = AutoModelForCausalLM.from_pretrained(root / "pre")
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    model.save_pretrained(root / "post")
-    tiny_tokenizer().save_pretrained(root / "post")
+    gen = save_perturbed_copy(root / "pre", root / "post", seed=1)
     (root / "data").mkdir(exist_ok=True)
     write_jsonl(root / "data" / "train_prefs.jsonl", feedback_records(60, seed=1))
     write_jsonl(root / "data" / "test_prefs.jsonl", feedback_records(40, seed=2))

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from rsearch.config import load_yaml
 from rsearch.jobs.compare import CompareConfig
@@ -37,19 +36,12 @@ def test_recipe_names_the_real_subjects():
 @pytest.fixture(scope="module")
 def local_subjects(tmp_path_factory):
     """Tiny random-init Mistral-architecture pre/post models (bf16 on disk) and a local ultrafeedback sample."""
-    from transformers import AutoModelForCausalLM
 
-    from tiny import feedback_records, save_tiny_model, tiny_tokenizer, write_jsonl
+    from tiny import feedback_records, save_perturbed_copy, save_tiny_model, write_jsonl
 
     root = tmp_path_factory.mktemp("zephyr_local")
     save_tiny_model(root / "pre", "mistral", n_layers=3, d_model=32)
-    post = AutoModelForCausalLM.from_pretrained(root / "pre")
-    gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in post.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    post.save_pretrained(root / "post")
-    tiny_tokenizer().save_pretrained(root / "post")
+    save_perturbed_copy(root / "pre", root / "post", seed=3)
     (root / "data").mkdir()
     write_jsonl(root / "data" / "train_prefs.jsonl", feedback_records(120, seed=1))
     write_jsonl(root / "data" / "test_prefs.jsonl", feedback_records(40, seed=2))

@@ -92,3 +92,16 @@ def save_tiny_model(directory, arch: str = "llama", n_layers: int = 3, d_model: 
     model.save_pretrained(directory)
     tok.save_pretrained(directory)
     return directory
+
+
+def save_perturbed_copy(src, dst, seed: int, scale: float = 0.05) -> torch.Generator:
+    """Saves the model at `src` with seeded Gaussian noise added to every weight (a stand-in post-RL model);
+    returns the generator, for callers that draw more from the same stream."""
+    model = AutoModelForCausalLM.from_pretrained(src)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(dst)
+    tiny_tokenizer().save_pretrained(dst)
+    return gen
