@@ -57,7 +57,7 @@ def _cache_dir(org) -> Path:
 
 
 def compared_on_organism():
-    """One comparison on the tiny organism per test session (40 prompts × 3 completions), cached in $RSEARCH_HOME."""
+    """One comparison on the tiny organism per test session (120 prompts × 3 completions), cached in $RSEARCH_HOME."""
     from rsearch.io_utils import read_jsonl
     from rsearch.organism import ensure
 
@@ -65,7 +65,7 @@ def compared_on_organism():
     out = _cache_dir(ensure("tiny", seed=0, progress=False)) / "compare"
     if not (out / "compare.json").is_file():
         run_compare(CompareConfig(pre=s["pre"], post=s["post"], probe=s["probe"], dataset=s["data"],
-                                  prompts="test_prefs", n=40, k=3, max_new_tokens=32, rater=s["rater"],
+                                  prompts="test_prefs", n=120, k=3, max_new_tokens=32, rater=s["rater"],
                                   beta=s["beta"], out=str(out), progress=False, n_boot=400))
     summary = json.loads((out / "compare.json").read_text())
     return CompareResult(summary, read_jsonl(out / "completions.jsonl"), out)

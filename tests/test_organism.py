@@ -156,6 +156,44 @@ def test_response_logps_sums_the_response_tokens_only():
     assert got[0].item() == pytest.approx(want, abs=1e-4)
 
 
+def test_micro_batched_sft_takes_the_same_step_as_one_batch():
+    import dataclasses
+
+    from rsearch.organism.sft import encode_conversations, new_model, train_sft
+
+    tok = build_tokenizer(world.vocabulary())
+    seqs = encode_conversations(tok, world.sft_examples(96, 3))
+    assert len({len(s) for s in seqs}) > 5  # lengths differ, so micro-batches pad differently
+    params = []
+    for micro in (1, 3):
+        cfg = dataclasses.replace(OrganismConfig.tiny(), sft_examples=96, sft_batch=32, sft_micro_batches=micro)
+        torch.manual_seed(0)
+        model = new_model(cfg, tok)
+        losses = train_sft(model, seqs, cfg, tok.pad_token_id, progress=False)
+        params.append((torch.cat([p.detach().flatten() for p in model.parameters()]), losses))
+    (p1, l1), (p3, l3) = params
+    assert l3 == pytest.approx(l1, rel=1e-5)
+    assert torch.allclose(p1, p3, atol=1e-5)
+
+
+def test_batched_logps_match_one_at_a_time_in_input_order():
+    from rsearch.organism.dpo import batched_logps
+    from rsearch.organism.sft import new_model
+
+    torch.manual_seed(0)
+    tok = build_tokenizer(world.vocabulary())
+    model = new_model(OrganismConfig.tiny(), tok).eval()
+    rng = random.Random(1)
+    prompts = [world.sample_prompt(rng) for _ in range(9)]
+    p_ids = [tok(render(p.text), add_special_tokens=False)["input_ids"] for p in prompts]
+    r_ids = [tok(world.sample_response(p, rng).text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+             for p in prompts]
+    got = batched_logps(model, p_ids, r_ids, tok.pad_token_id, batch_size=4)
+    with torch.no_grad():
+        want = torch.cat([response_logps(model, [p], [r], tok.pad_token_id) for p, r in zip(p_ids, r_ids)])
+    assert torch.allclose(got, want, atol=1e-4)
+
+
 # ----- the built tiny organism -----
 
 def test_tiny_organism_loads_through_the_public_api(tiny_organism):

@@ -56,7 +56,7 @@ def test_on_the_tiny_organism():
                        positions=("completion_mean", "-1"))
     assert {(r["layer"], r["position"]) for r in got["rows"]} == {(L, p) for L in s["layers"]
                                                                   for p in ("completion_mean", "-1")}
-    assert got["n_prompts"]["test"] == 8 and got["n"]["test"] == sum(got["n"].values()) - got["n"]["train"] - got["n"]["val"]
+    assert got["n_prompts"]["test"] == 24 and got["n"]["test"] == sum(got["n"].values()) - got["n"]["train"] - got["n"]["val"]
     for r in got["rows"]:
         assert 0 <= r["test"]["accuracy"] <= 1 and r["test"]["n"] == got["n"]["test"]
     by = {(r["layer"], r["position"]): r["test"] for r in got["rows"]}

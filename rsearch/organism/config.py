@@ -6,7 +6,7 @@ import dataclasses
 from rsearch.config import Config, check
 
 SIZES = ("tiny", "demo")
-BUILD_VERSION = 1  # bump when a change to the build makes old cached organisms stale
+BUILD_VERSION = 2  # bump when a change to the build makes old cached organisms stale
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,20 +23,21 @@ class OrganismConfig(Config):
     d_ff: int = 384
     max_len: int = 128
     # SFT on responses of mixed quality (loss on every token of the conversation)
-    sft_examples: int = 60000
+    sft_examples: int = 50000
     sft_epochs: int = 1
-    sft_batch: int = 128
+    sft_batch: int = 64
     sft_lr: float = 5e-3
+    sft_micro_batches: int = 2  # length-sorted micro-batches per batch: same gradient, less padding
     # feedback data: completions sampled from the SFT model, rated with noise
-    n_train_prompts: int = 3600
+    n_train_prompts: int = 3000
     n_test_prompts: int = 400
     samples_per_prompt: int = 4
     max_new_tokens: int = 48
     noise_sigma: float = 0.75
-    sample_batch: int = 512
+    sample_batch: int = 1024
     # DPO from the SFT model on train_prefs
     dpo_beta: float = 0.1
-    dpo_epochs: int = 3
+    dpo_epochs: int = 2
     dpo_batch: int = 32
     dpo_lr: float = 5e-4
     dpo_nll_weight: float = 1.0  # + NLL of chosen (RPO); 0 = plain DPO, which turns this small model's answers to word salad
@@ -51,6 +52,7 @@ class OrganismConfig(Config):
         check(self.d_model % self.n_heads == 0, "d_model: must be divisible by n_heads")
         check(self.n_heads % self.n_kv_heads == 0, "n_kv_heads: must divide n_heads")
         check(self.sft_examples >= 1, "sft_examples: must be at least 1")
+        check(self.sft_micro_batches >= 1, "sft_micro_batches: must be ≥ 1")
         check(self.n_train_prompts >= 1 and self.n_test_prompts >= 1, "n_train_prompts/n_test_prompts: must be ≥ 1")
         check(self.samples_per_prompt >= 2, "samples_per_prompt: need at least 2 completions to form a pair")
         check(self.noise_sigma >= 0, "noise_sigma: must be ≥ 0")

@@ -57,11 +57,14 @@ def response_logps(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
 @torch.no_grad()
 def batched_logps(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
                   response_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int = 256) -> torch.Tensor:
-    """response_logps without gradients, in batches: [n]."""
+    """response_logps without gradients, in batches of similar lengths (less padding): [n]."""
     model.eval()
-    out = [response_logps(model, prompt_ids[i:i + batch_size], response_ids[i:i + batch_size], pad_id)
-           for i in range(0, len(prompt_ids), batch_size)]
-    return torch.cat(out) if out else torch.zeros(0)
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(response_ids[i]))
+    out = torch.zeros(len(order))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        out[idx] = response_logps(model, [prompt_ids[i] for i in idx], [response_ids[i] for i in idx], pad_id)
+    return out
 
 
 def train_dpo(policy: PreTrainedModel, prompt_ids: list[list[int]], chosen_ids: list[list[int]],

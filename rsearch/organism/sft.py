@@ -57,11 +57,22 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def lm_loss(model: MistralForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over real tokens. Right padding needs no attention mask (causal)."""
+def lm_loss_sum(model: MistralForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Summed next-token cross-entropy over real tokens. Right padding needs no attention mask (causal)."""
     logits = model(input_ids=ids).logits[:, :-1]  # [batch, len-1, vocab]
     target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # [batch, len-1]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=-100)
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=-100,
+                           reduction="sum")
+
+
+def length_sorted_chunks(batch: Sequence[int], lengths: Sequence[int], n_chunks: int) -> list[list[int]]:
+    """A batch's indices sorted by length and cut into n_chunks micro-batches.
+
+    Gradients accumulated over the micro-batches equal the whole batch's, but each micro-batch is padded
+    only to its own longest member: on the organism's data ~1.4× fewer padded tokens than one batch.
+    """
+    order = sorted(batch, key=lambda i: lengths[i])
+    return [c for j in range(n_chunks) if (c := order[j * len(order) // n_chunks:(j + 1) * len(order) // n_chunks])]
 
 
 def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
@@ -79,6 +90,7 @@ def train_sft(model: MistralForCausalLM, seqs: list[list[int]], cfg: OrganismCon
     steps_per_epoch = math.ceil(len(seqs) / cfg.sft_batch)
     total = steps_per_epoch * cfg.sft_epochs
     warmup = min(100, max(1, total // 10))
+    lengths = [len(s) for s in seqs]
     losses: list[float] = []
     model.train()
     bar = tqdm(total=total, desc="sft", disable=not progress, leave=False)
@@ -86,15 +98,19 @@ def train_sft(model: MistralForCausalLM, seqs: list[list[int]], cfg: OrganismCon
     for _ in range(cfg.sft_epochs):
         order = torch.randperm(len(seqs), generator=g).tolist()
         for start in range(0, len(order), cfg.sft_batch):
-            ids, mask = pad_right([seqs[i] for i in order[start:start + cfg.sft_batch]], pad_id)
+            batch = order[start:start + cfg.sft_batch]
+            n_targets = sum(lengths[i] - 1 for i in batch)  # the loss is a mean over the whole batch's tokens
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(step, total, cfg.sft_lr, warmup)
-            loss = lm_loss(model, ids, mask)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = 0.0
+            for chunk in length_sorted_chunks(batch, lengths, cfg.sft_micro_batches):
+                part = lm_loss_sum(model, *pad_right([seqs[i] for i in chunk], pad_id)) / n_targets
+                part.backward()
+                loss += part.item()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
-            losses.append(loss.item())
+            losses.append(loss)
             step += 1
             bar.update(1)
             if step % 20 == 0:
