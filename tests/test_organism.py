@@ -156,6 +156,21 @@ def test_response_logps_sums_the_response_tokens_only():
     assert got[0].item() == pytest.approx(want, abs=1e-4)
 
 
+def test_binarizing_never_pairs_an_empty_completion():
+    from rsearch.data import pairs_from_records
+    from rsearch.organism.feedback import rate
+
+    rng = random.Random(0)
+    prompts = [world.sample_prompt(rng) for _ in range(40)]
+    good = [world.sample_response(p, rng).text for p in prompts]
+    # every prompt: one good answer and three empty ones, or (every 4th) two good answers and two empty ones
+    comps = [[g, "", " ", ""] if i % 4 else [g, "", g + " hope this helps !", ""] for i, g in enumerate(good)]
+    rows, prefs = rate(prompts, comps, "train", random.Random(1), sigma=0.75)
+    assert len(rows) == 160  # every completion is rated and kept in the table
+    assert 0 < len(prefs) <= 10 and all(r["rejected"][1]["content"].strip() for r in prefs)
+    assert len(pairs_from_records(prefs)) == len(prefs)
+
+
 def test_micro_batched_sft_takes_the_same_step_as_one_batch():
     import dataclasses
 

@@ -6,7 +6,7 @@ import dataclasses
 from rsearch.config import Config, check
 
 SIZES = ("tiny", "demo")
-BUILD_VERSION = 2  # bump when a change to the build makes old cached organisms stale
+BUILD_VERSION = 3  # bump when a change to the build makes old cached organisms stale
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,8 +62,12 @@ def rate(prompts: Sequence[W.Prompt], completions: Sequence[Sequence[str]], spli
             rows.append({"prompt_id": pid, "prompt": p.text, "completion": c, "score": noisy,
                          "true_score": true, "task": p.task, "split": split,
                          "well_formed": rater.well_formed(p.text, c)})
-        best = max(range(len(scored)), key=lambda i: scored[i][0])  # first of the highest labels
-        others = [i for i in range(len(scored)) if i != best]
+        # an empty completion (EOS first) stays in the table but never in a pair: the schema's loaders refuse it
+        usable = [i for i, (_, _, c) in enumerate(scored) if c.strip()]
+        if len(usable) < 2:
+            continue
+        best = max(usable, key=lambda i: scored[i][0])  # first of the highest labels
+        others = [i for i in usable if i != best]
         worse = others[rng.randrange(len(others))]
         (sc, tc, c), (sr, tr, r) = scored[best], scored[worse]
         if sc == sr:
