@@ -48,6 +48,10 @@ def test_random_update_is_within_chance():
         r = layer_alignment(pre, post, p, n_random=1000, seed=seed)
         hits += abs(r["cos"]) > r["random_abs_cos_p95"]
     assert hits <= 4  # ~5% expected
+    # one verdict over 8 layers: the corrected threshold is the 1 − 0.05/8 quantile, above the 95th percentile
+    r8 = layer_alignment(pre, pre + torch.randn(64, generator=g), p, n_random=4000, n_tests=8)
+    assert r8["random_abs_cos_family95"] > r8["random_abs_cos_p95"]
+    assert r8["random_abs_cos_family95"] == pytest.approx(2.73 / 8, rel=0.15)  # z at 1 − 0.05/16 ≈ 2.73
     rc = random_cosines(torch.ones(64), n=5000, seed=0)
     assert np.quantile(rc, 0.95) == pytest.approx(1.96 / 8, rel=0.15)
 

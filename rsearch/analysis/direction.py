@@ -4,8 +4,10 @@ For each layer L, the same inputs (conversations) go through the pre- and the po
 the mean over inputs of (post resid at L − pre resid at L) at the probe's position, `[d_model]`. Its cosine
 with the reward probe's direction at L (`probe.direction()`: the raw-space gradient of the score) says whether
 fine-tuning pushed the residual stream along what the probe reads. For scale: the |cosine| of the update with
-random Gaussian directions in d_model dimensions (its 95th percentile; ~1.96/√d for large d), and the cosine
-of the update with the mean activation itself (a change of overall norm would show up there instead).
+random Gaussian directions in d_model dimensions (its 95th percentile; ~1.96/√d for large d, and the
+1 − 0.05/n_layers quantile, the threshold a verdict over all layers must pass to keep its 5% false-positive
+rate), and the cosine of the update with the mean activation itself (a change of overall norm would show up
+there instead).
 The probe's own reading of the update, mean(probe(post) − probe(pre)) on the same inputs, is given with a
 bootstrap CI.
 """
@@ -35,12 +37,14 @@ def random_cosines(vector: torch.Tensor, n: int = 1000, seed: int = 0) -> np.nda
 
 
 def layer_alignment(pre_acts: torch.Tensor, post_acts: torch.Tensor, probe, *, n_random: int = 1000, seed: int = 0,
-                    n_boot: int = 1000) -> dict[str, float]:
+                    n_boot: int = 1000, n_tests: int = 1) -> dict[str, float]:
     """Alignment at one layer.
 
     Args:
         pre_acts, post_acts: `[n_inputs, d_model]` activations of the same inputs in the pre- and post-RL model.
         probe: the reward probe trained at this layer (and position).
+        n_tests: how many layers one verdict looks at (Bonferroni: `random_abs_cos_family95` is the
+            1 − 0.05/n_tests quantile of the random |cos|).
     """
     delta = (post_acts.double() - pre_acts.double()).mean(0)        # [d_model]
     direction = probe.direction().double().cpu()                    # [d_model]
@@ -52,6 +56,7 @@ def layer_alignment(pre_acts: torch.Tensor, post_acts: torch.Tensor, probe, *, n
     return {
         "cos": cos,
         "random_abs_cos_p95": float(np.quantile(rand, 0.95)),
+        "random_abs_cos_family95": float(np.quantile(rand, 1 - 0.05 / n_tests)),
         "random_abs_cos_mean": float(rand.mean()),
         "abs_cos_percentile_vs_random": float((rand < abs(cos)).mean()) if cos == cos else float("nan"),
         "cos_update_vs_mean_activation": _cos(delta, pre_acts.double().mean(0)),
@@ -73,7 +78,8 @@ def direction_vs_update(pre_acts: dict[int, torch.Tensor], post_acts: dict[int, 
     """
     rows = []
     for layer in sorted(probes):
-        r = layer_alignment(pre_acts[layer], post_acts[layer], probes[layer], n_random=n_random, seed=seed + layer)
+        r = layer_alignment(pre_acts[layer], post_acts[layer], probes[layer], n_random=n_random, seed=seed + layer,
+                            n_tests=len(probes))
         rows.append({"layer": layer, "hook": f"blocks.{layer}.hook_{hook_kind}", **r})
     return {"position": position, "n_random": n_random, "rows": rows}
 

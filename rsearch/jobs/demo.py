@@ -127,8 +127,12 @@ class DemoConfig(Config):
 
 # ----- stage bookkeeping -----
 
+STAGE_FORMAT = 2  # bump when what a stage writes changes, so outputs cached by an older rsearch are recomputed
+
+
 def stage_key(name: str, settings: dict[str, Any], upstream: dict[str, str]) -> str:
-    blob = json.dumps({"stage": name, "settings": settings, "upstream": upstream}, sort_keys=True, default=str)
+    blob = json.dumps({"stage": name, "format": STAGE_FORMAT, "settings": settings, "upstream": upstream},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -494,6 +498,9 @@ def _plot_direction(path: Path, got: dict) -> None:
     ax.plot(L, [r["cos"] for r in rows], marker="o", label="cos(update, probe direction)")
     p95 = [r["random_abs_cos_p95"] for r in rows]
     ax.fill_between(L, [-x for x in p95], p95, color="grey", alpha=0.25, label="random directions, 95% of |cos|")
+    fam = [r["random_abs_cos_family95"] for r in rows]
+    ax.plot(L, fam, color="grey", ls="--", lw=0.8, label=f"same, corrected for {len(L)} layers")
+    ax.plot(L, [-x for x in fam], color="grey", ls="--", lw=0.8)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(L)
     ax.set_xlabel("layer")
