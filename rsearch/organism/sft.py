@@ -69,7 +69,8 @@ def length_sorted_chunks(batch: Sequence[int], lengths: Sequence[int], n_chunks:
     """A batch's indices sorted by length and cut into n_chunks micro-batches.
 
     Gradients accumulated over the micro-batches equal the whole batch's, but each micro-batch is padded
-    only to its own longest member: on the organism's data ~1.4× fewer padded tokens than one batch.
+    only to its own longest member: at the demo's batch of 64 in 2 micro-batches, 1.25 padded tokens per real one
+    instead of 1.52.
     """
     order = sorted(batch, key=lambda i: lengths[i])
     return [c for j in range(n_chunks) if (c := order[j * len(order) // n_chunks:(j + 1) * len(order) // n_chunks])]
