@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
+from probes.fitters import FitConfig
 from rsearch.activations import build_store, default_store_root
 from rsearch.chat import encode_conversation
 from rsearch.config import Config, check, load_yaml
@@ -61,13 +62,14 @@ class TrainProbeConfig(Config):
     hook_kind: str = "resid_pre"
     positions: tuple[str, ...] = SWEEP_POSITIONS
     probe_kind: str = "linear"
-    objective: str = "pairwise"
-    fitter: str = "fast"
-    lr: float = 1e-4
-    batch_size: int = 8
-    weight_decay: float = 1e-4
-    max_epochs: int = 20
-    patience: int = 2
+    # fitting: FitConfig's defaults, so the job and the library never disagree
+    objective: str = FitConfig.objective
+    fitter: str = FitConfig.fitter
+    lr: float = FitConfig.lr
+    batch_size: int = FitConfig.batch_size
+    weight_decay: float = FitConfig.weight_decay
+    max_epochs: int = FitConfig.max_epochs
+    patience: int = FitConfig.patience
     extract_batch_size: int = 16
     store_dtype: str = "float32"
     store_dir: str = ""
@@ -155,7 +157,7 @@ def _selection_metric(metrics: dict[str, float], objective: str) -> float:
 
 def train_probes(cfg: TrainProbeConfig) -> TrainProbeResult:
     """Runs the job; see the module docstring. Writes probes, metrics.csv/json and (sweeps) a heatmap."""
-    from probes import FitConfig, evaluate, fit_probe, save_probe, with_controls
+    from probes import evaluate, fit_probe, save_probe, with_controls
 
     model_name, dataset = resolve_subjects(cfg)
     out = Path(cfg.out)
