@@ -41,9 +41,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probes import FitConfig, ProbeData, evaluate, fit_probe  # noqa: E402
-from probes.data import column_stats  # noqa: E402
-from probes.fit_fast import NEWTON_MAX_D  # noqa: E402
+from rsearch.probes import FitConfig, ProbeData, evaluate, fit_probe  # noqa: E402
+from rsearch.probes.data import column_stats  # noqa: E402
+from rsearch.probes.fit_fast import NEWTON_MAX_D  # noqa: E402
 
 L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 ITER_LADDER = (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 1000)

@@ -54,7 +54,7 @@ def random_model(shape: str, device: str, dtype: str):
 
 
 def our_throughput(model, tokenizer, hook: str, args) -> dict:
-    from probes import make_probe
+    from rsearch.probes import make_probe
     from rsearch.scorer import ProbeScorer
     from rsearch.searcher import Searcher
 

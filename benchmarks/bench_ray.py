@@ -37,7 +37,7 @@ def main() -> int:
 
     import ray
 
-    from probes import make_probe, save_probe
+    from rsearch.probes import make_probe, save_probe
     from rsearch.distributed import RayPool, SearchSpec, run_many
     from rsearch.searcher import Budget
 

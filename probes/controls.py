@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from probes.data import ProbeData
-from probes.fitters import FitConfig, fit_probe
-from probes.metrics import evaluate, metrics_from_scores
-from probes.models import Probe
+from rsearch.probes.data import ProbeData
+from rsearch.probes.fitters import FitConfig, fit_probe
+from rsearch.probes.metrics import evaluate, metrics_from_scores
+from rsearch.probes.models import Probe
 from rsearch.errors import RsearchError
 
 

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from probes.data import ProbeData, column_stats
-from probes.metrics import evaluate
-from probes.models import Probe, make_probe
-from probes.objectives import PRIMARY_METRIC, batch_loss, num_units
+from rsearch.probes.data import ProbeData, column_stats
+from rsearch.probes.metrics import evaluate
+from rsearch.probes.models import Probe, make_probe
+from rsearch.probes.objectives import PRIMARY_METRIC, batch_loss, num_units
 
 if TYPE_CHECKING:
-    from probes.fitters import FitConfig
+    from rsearch.probes.fitters import FitConfig
 
 
 def init_probe(kind: str, train: ProbeData, cfg: FitConfig) -> Probe:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from probes.data import ProbeData
-from probes.models import KINDS, Probe
-from probes.objectives import OBJECTIVES, check_objective
+from rsearch.probes.data import ProbeData
+from rsearch.probes.models import KINDS, Probe
+from rsearch.probes.objectives import OBJECTIVES, check_objective
 from rsearch.config import Config, check
 from rsearch.errors import RsearchError
 
@@ -100,9 +100,9 @@ def fit_probe(kind: str, train: ProbeData, val: ProbeData | None, cfg: FitConfig
     train = train.to(train.x.device)
     val = None if val is None else val.to(train.x.device)
     if cfg.fitter == "sgd":
-        from probes.fit_sgd import fit_sgd
+        from rsearch.probes.fit_sgd import fit_sgd
         probe, history = fit_sgd(kind, train, val, cfg)
     else:
-        from probes.fit_fast import fit_fast
+        from rsearch.probes.fit_fast import fit_fast
         probe, history = fit_fast(kind, train, val, cfg)
     return probe.eval(), history

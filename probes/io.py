@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from probes.models import Probe, make_probe
+from rsearch.probes.models import Probe, make_probe
 from rsearch.errors import RsearchError
 from rsearch.io_utils import atomic_path
 

@@ -12,9 +12,9 @@ import torch
 from scipy.stats import rankdata
 from torch import Tensor
 
-from probes.data import CHUNK_ROWS, ProbeData
-from probes.models import Probe
-from probes.objectives import check_objective, classification_loss, pairwise_loss, regression_loss
+from rsearch.probes.data import CHUNK_ROWS, ProbeData
+from rsearch.probes.models import Probe
+from rsearch.probes.objectives import check_objective, classification_loss, pairwise_loss, regression_loss
 
 Z_95 = 1.959963984540054
 

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from probes.data import ProbeData
-from probes.models import Probe
+from rsearch.probes.data import ProbeData
+from rsearch.probes.models import Probe
 from rsearch.errors import RsearchError
 
 OBJECTIVES = ("pairwise", "regression", "classification")

@@ -99,15 +99,13 @@ def ensure_ray(workers: int, address: str | None = None) -> bool:
     ray = _ray()
     if ray.is_initialized():
         return False
-    repo = str(Path(__file__).resolve().parents[1])
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)}
     try:
         if address:
-            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False)
         else:
             gpus = torch.cuda.device_count()
             ray.init(num_cpus=max(1, workers), num_gpus=gpus, include_dashboard=False,
-                     runtime_env={"env_vars": env}, log_to_driver=False)
+                     log_to_driver=False)
     except ConnectionError as e:
         raise RsearchError(f"cannot join the Ray cluster at {address!r}: {str(e).splitlines()[0]}") from None
     return True

@@ -60,7 +60,7 @@ class ProbeScorer:
                  device: str | None = "auto", dtype: str | torch.dtype = "float32", batch_size: int = 32,
                  position: str | Position | None = None):
         if isinstance(probe, (str, Path)):
-            from probes import load_probe
+            from rsearch.probes import load_probe
 
             probe, file_meta = load_probe(probe)
             metadata = {**file_meta, **(metadata or {})}

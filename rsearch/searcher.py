@@ -32,7 +32,7 @@ from rsearch.io_utils import append_jsonl, read_jsonl, write_text
 from rsearch.positions import Position
 from rsearch.scorer import ProbeScorer, Scores
 from rsearch.targets import Target
-from strategies.base import Candidate, Scored, Strategy, make_strategy
+from rsearch.strategies.base import Candidate, Scored, Strategy, make_strategy
 
 
 # ----- configs -----

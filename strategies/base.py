@@ -68,7 +68,7 @@ def make_strategy(name_or_instance: str | Strategy, options: dict | None = None)
         if options:
             raise RsearchError("options are given to a strategy instance's constructor, not here")
         return name_or_instance
-    import strategies  # noqa: F401  (registers the built-in strategies)
+    import rsearch.strategies  # noqa: F401  (registers the built-in strategies)
 
     if name_or_instance not in REGISTRY:
         raise RsearchError(f"unknown strategy {name_or_instance!r}: choose from {', '.join(sorted(REGISTRY))}")

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from rsearch.config import Config, check
 from rsearch.errors import RsearchError
-from strategies.base import Candidate, Scored, Strategy, register
+from rsearch.strategies.base import Candidate, Scored, Strategy, register
 
 
 @dataclass(frozen=True)

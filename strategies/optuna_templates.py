@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rsearch.config import Config, check, load_yaml
 from rsearch.errors import RsearchError
-from strategies.base import Candidate, Scored, Strategy, register
+from rsearch.strategies.base import Candidate, Scored, Strategy, register
 
 SAMPLERS = ("tpe", "random")
 

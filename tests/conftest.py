@@ -43,7 +43,7 @@ def ray_cluster():
 def tiny_search(tmp_path_factory):
     """A tiny Llama saved as an HF directory (word-level tokenizer, zephyr template) and a random linear probe
     on it: (model_dir, probe_path). For the search tests; loads fast, runs in milliseconds."""
-    from probes import make_probe, save_probe
+    from rsearch.probes import make_probe, save_probe
     from tiny import save_tiny_model
 
     root = tmp_path_factory.mktemp("tiny_search")

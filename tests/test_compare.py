@@ -73,7 +73,7 @@ def compared_on_organism():
 
 def _random_subjects(root: Path) -> dict:
 
-    from probes import LinearProbe, save_probe
+    from rsearch.probes import LinearProbe, save_probe
     from tiny import feedback_records, save_perturbed_copy, save_tiny_model, write_jsonl
 
     save_tiny_model(root / "pre", "llama", n_layers=3, d_model=32)

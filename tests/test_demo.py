@@ -107,7 +107,7 @@ def test_second_run_reuses_every_stage(demo, capsys):
 def test_demo_config_file_matches_the_defaults():
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    path = Path(__file__).resolve().parents[1] / "rsearch" / "configs" / "demo.yaml"
     assert DemoConfig.from_yaml(path, section="demo") == DemoConfig()
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes import LinearProbe
+from rsearch.probes import LinearProbe
 from rsearch.analysis.direction import capture_both, direction_vs_update, layer_alignment, random_cosines
 from test_compare import make_subjects
 
@@ -57,7 +57,7 @@ def test_random_update_is_within_chance():
 
 
 def test_per_layer_on_the_tiny_organism():
-    from probes import load_probe
+    from rsearch.probes import load_probe
     from rsearch.chat import encode_conversation
     from rsearch.models import load_model
 

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import save_file
 from scipy.stats import spearmanr
 
-from probes import (FitConfig, LinearProbe, ProbeData, auroc, evaluate, fit_probe, load_probe, make_probe,
+from rsearch.probes import (FitConfig, LinearProbe, ProbeData, auroc, evaluate, fit_probe, load_probe, make_probe,
                     pairwise_accuracy, pearson, save_probe, spearman, wilson_interval, with_controls)
-from probes.controls import shuffled_labels
-from probes.data import column_stats
+from rsearch.probes.controls import shuffled_labels
+from rsearch.probes.data import column_stats
 from rsearch.errors import RsearchError
 
 D = 32
@@ -115,17 +115,17 @@ def test_newton_pairwise_matches_sklearn_logistic_regression():
 
 @pytest.mark.parametrize("objective", ["pairwise", "regression", "classification"])
 def test_streamed_chunks_give_the_same_fit(monkeypatch, objective):
-    import probes.data
-    import probes.fit_fast
-    import probes.metrics
+    import rsearch.probes.data
+    import rsearch.probes.fit_fast
+    import rsearch.probes.metrics
 
     data, _ = planted(n=900)
     train, _, _ = splits(data, objective)
     cfg = FitConfig(objective=objective, fast_method="newton")
     whole, _ = fit_probe("linear", train, None, cfg)
-    for module in (probes.data, probes.fit_fast, probes.metrics):
+    for module in (rsearch.probes.data, rsearch.probes.fit_fast, rsearch.probes.metrics):
         monkeypatch.setattr(module, "CHUNK_ROWS", 97)
-    monkeypatch.setattr(probes.fit_fast, "MATERIALIZE_BYTES", 0)
+    monkeypatch.setattr(rsearch.probes.fit_fast, "MATERIALIZE_BYTES", 0)
     streamed, _ = fit_probe("linear", train, None, cfg)
     assert torch.allclose(streamed.mean, whole.mean, atol=1e-5)
     assert torch.allclose(streamed.weight, whole.weight, rtol=1e-4, atol=1e-5)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 
-from probes import make_probe, save_probe
+from rsearch.probes import make_probe, save_probe
 from rsearch.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from probes import make_probe, save_probe
+from rsearch.probes import make_probe, save_probe
 from rsearch.chat import encode_conversation
 from rsearch.errors import RsearchError
 from rsearch.scorer import ProbeScorer

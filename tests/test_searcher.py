@@ -9,7 +9,7 @@ import pytest
 
 from rsearch.errors import RsearchError
 from rsearch.searcher import Budget, Objective, ResultLog, SearchResult, Searcher, as_budget, prefix_seed
-from strategies.beam import BeamSearch
+from rsearch.strategies.beam import BeamSearch
 
 OPTS = {"width": 2, "branching": 2, "chunk": 2, "max_tokens": 6}
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import strategies  # noqa: F401  (registers the built-ins before REGISTRY is read at collection)
-from probes import make_probe
+import rsearch.strategies  # noqa: F401  (registers the built-ins before REGISTRY is read at collection)
+from rsearch.probes import make_probe
 from rsearch.errors import RsearchError
 from rsearch.scorer import ProbeScorer
 from rsearch.searcher import Budget, SearchContext, Searcher
-from strategies.base import REGISTRY, make_strategy
-from strategies.gcg import filter_ids, sample_ids_from_grad, token_gradient
-from strategies.optuna_templates import load_template
+from rsearch.strategies.base import REGISTRY, make_strategy
+from rsearch.strategies.gcg import filter_ids, sample_ids_from_grad, token_gradient
+from rsearch.strategies.optuna_templates import load_template
 from tiny import tiny_model, tiny_tokenizer
 
 BUDGET = 20

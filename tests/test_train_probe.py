@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from probes import load_probe
+from rsearch.probes import load_probe
 from rsearch.cli import main
 from rsearch.jobs.train_probe import TrainProbeConfig, train_probes
 from tiny import feedback_records, save_tiny_model, write_jsonl

@@ -14,7 +14,7 @@ from rsearch.jobs.demo import DemoConfig, config_from_args, run_demo
 from rsearch.jobs.train_probe import TrainProbeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-ZEPHYR = ROOT / "configs" / "zephyr.yaml"
+ZEPHYR = ROOT / "rsearch" / "configs" / "zephyr.yaml"
 
 
 def test_recipe_names_the_real_subjects():

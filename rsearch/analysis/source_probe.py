@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import torch
 
-from probes.metrics import wilson_interval
+from rsearch.probes.metrics import wilson_interval
 from rsearch.chat import Encoded
 
 
@@ -35,7 +35,7 @@ def split_groups(groups: Sequence[Any], fractions: Sequence[float], seed: int) -
 
 
 def _accuracy(scores: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    from probes import auroc
+    from rsearch.probes import auroc
 
     correct = float(((scores > 0).float() == y).sum())
     n = int(y.numel())
@@ -63,8 +63,8 @@ def fit_source_probes(acts: dict[tuple[str, str], torch.Tensor], labels: Sequenc
         {"rows": [per cell: hook, layer, position, val, test], "best": the row chosen on validation,
          "length_control": test metrics of a length-only classifier, "n": split sizes, "split": how}.
     """
-    from probes import FitConfig, ProbeData, fit_probe, predict
-    from probes.controls import length_features
+    from rsearch.probes import FitConfig, ProbeData, fit_probe, predict
+    from rsearch.probes.controls import length_features
     from rsearch.hooks import parse_hook
 
     y = torch.tensor([float(v) for v in labels])

@@ -295,7 +295,7 @@ def run_compare(cfg: CompareConfig, models: ModelCache | None = None) -> Compare
 
 def _scorer(cfg: CompareConfig, models: ModelCache, subjects: dict[str, Any]):
     """The probe's scorer, reading through the probe's own host model (pre or post when it is one of them)."""
-    from probes import load_probe
+    from rsearch.probes import load_probe
     from rsearch.scorer import ProbeScorer
 
     probe, meta = load_probe(cfg.probe)

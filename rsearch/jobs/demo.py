@@ -334,7 +334,7 @@ def stage_source(cfg: DemoConfig, subjects: dict, sweep: dict, models, directory
 
 
 def stage_direction(cfg: DemoConfig, subjects: dict, sweep: dict, models, directory: Path) -> str:
-    from probes import load_probe
+    from rsearch.probes import load_probe
     from rsearch.analysis.direction import capture_both, direction_vs_update
 
     table, rows, tok = _compare_rows(subjects, models, directory)

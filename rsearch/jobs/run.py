@@ -113,7 +113,7 @@ def read_prefixes(args) -> list[str]:
 
 def check_probe(args) -> dict[str, Any]:
     """Reads the probe's metadata and checks it fits the model (from its config alone, before any worker)."""
-    from probes import load_probe
+    from rsearch.probes import load_probe
     from rsearch.scorer import probe_model_mismatch
 
     probe, meta = load_probe(args.probe)
@@ -209,7 +209,7 @@ def plot(results: list[SearchResult], path: Path, title: str) -> None:
 
 def main(args) -> int:
     from rsearch.distributed import RayPool, SearchSpec, run_many
-    from strategies.base import make_strategy
+    from rsearch.strategies.base import make_strategy
 
     # every input is checked before any model loads or worker starts
     budget = Budget(evaluations=args.budget, seconds=args.seconds)

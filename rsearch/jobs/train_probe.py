@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from probes.fitters import FitConfig
+from rsearch.probes.fitters import FitConfig
 from rsearch.activations import build_store, default_store_root
 from rsearch.chat import encode_conversation
 from rsearch.config import Config, check, load_yaml
@@ -139,7 +139,7 @@ def encode_pairs(tokenizer, pairs: Sequence[FeedbackPair], max_tokens: int) -> t
 
 def probe_data(x: torch.Tensor, pairs: Sequence[FeedbackPair], rows: Sequence, objective: str):
     """ProbeData for rows laid out as (chosen, rejected) per pair."""
-    from probes import ProbeData
+    from rsearch.probes import ProbeData
 
     m = len(pairs)
     ratings = torch.tensor([s for p in pairs for s in (p.score_chosen, p.score_rejected)], dtype=torch.float32)
@@ -157,7 +157,7 @@ def _selection_metric(metrics: dict[str, float], objective: str) -> float:
 
 def train_probes(cfg: TrainProbeConfig) -> TrainProbeResult:
     """Runs the job; see the module docstring. Writes probes, metrics.csv/json and (sweeps) a heatmap."""
-    from probes import evaluate, fit_probe, save_probe, with_controls
+    from rsearch.probes import evaluate, fit_probe, save_probe, with_controls
 
     model_name, dataset = resolve_subjects(cfg)
     out = Path(cfg.out)
