@@ -51,6 +51,7 @@ def clean_data(src: Path, dst: Path) -> Path:
 def answers_reward(scorer, prompts: list[str], n: int, seed: int) -> list[float]:
     """Mean true reward of n sampled post-RL answers, per prompt."""
     from rsearch.chat import encode_conversation
+    from rsearch.lm import sample_tokens
     from rsearch.organism import true_score
 
     gen = torch.Generator().manual_seed(seed)
@@ -58,7 +59,8 @@ def answers_reward(scorer, prompts: list[str], n: int, seed: int) -> list[float]
     out = []
     for prompt in prompts:
         ctx = list(encode_conversation(scorer.tokenizer, prompt).ids)
-        got = scorer.sample([ctx] * n, 48, generator=gen, stop_ids=[eos])
+        got = sample_tokens(scorer.model, [ctx] * n, 48, pad_id=scorer.pad_id, generator=gen, stop_ids=[eos],
+                            allowed=scorer.allowed)
         texts = [scorer.tokenizer.decode(list(ids), skip_special_tokens=True) for ids, _ in got]
         out.append(statistics.mean(true_score(prompt, t) for t in texts))
     return out
@@ -79,6 +81,7 @@ def main() -> int:
     from rsearch.organism import ensure
     from rsearch.scorer import ProbeScorer
     from rsearch.searcher import Searcher
+    from rsearch.lm import sample_tokens
     from rsearch.targets import make_target
 
     org = ensure(args.organism_size, seed=0)
@@ -103,7 +106,8 @@ def main() -> int:
     for prefix in PREFIXES:
         t = make_target("prompt", scorer.tokenizer, prefix, scorer.vocab_size, allowed=scorer.allowed)
         for _ in range(4):
-            (ids, _), = scorer.sample([t.context_ids], 12, generator=gen, stop_ids=t.stop_ids, allowed=t.allowed)
+            (ids, _), = sample_tokens(scorer.model, [t.context_ids], 12, pad_id=scorer.pad_id, generator=gen,
+                                      stop_ids=t.stop_ids, allowed=t.allowed)
             random_prompts.append(t.full_text(ids))
             random_probe.append(float(scorer.score_rows([t.row(ids)], t.position).probe[0]))
     random_reward = answers_reward(scorer, random_prompts, args.answers, seed=3)

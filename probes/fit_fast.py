@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rsearch.probes.data import CHUNK_ROWS, ProbeData
+from rsearch.probes.fit_config import FitConfig
 from rsearch.probes.fit_sgd import init_probe
 from rsearch.probes.metrics import evaluate
 from rsearch.probes.models import LinearProbe, Probe
 from rsearch.probes.objectives import PRIMARY_METRIC, batch_loss, num_units
 from rsearch.errors import RsearchError
-
-if TYPE_CHECKING:
-    from rsearch.probes.fitters import FitConfig
 
 NEWTON_MAX_D = 256        # bench_fitters.py: L-BFGS wins from d 512 on CPU and at d 4096 on an H100
 LBFGS_EVAL_EVERY = 10

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING
 
 import torch
 
 from rsearch.probes.data import ProbeData, column_stats
+from rsearch.probes.fit_config import FitConfig
 from rsearch.probes.metrics import evaluate
 from rsearch.probes.models import Probe, make_probe
 from rsearch.probes.objectives import PRIMARY_METRIC, batch_loss, num_units
-
-if TYPE_CHECKING:
-    from rsearch.probes.fitters import FitConfig
 
 
 def init_probe(kind: str, train: ProbeData, cfg: FitConfig) -> Probe:

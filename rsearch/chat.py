@@ -29,7 +29,8 @@ class Encoded:
         return len(self.ids)
 
 
-def _render(tokenizer, messages: list[Message], add_generation_prompt: bool) -> str:
+def render_chat(tokenizer, messages: list[Message], add_generation_prompt: bool) -> str:
+    """The tokenizer's chat template applied to `messages`, as text (the one renderer; targets use it too)."""
     if not getattr(tokenizer, "chat_template", None):
         raise RsearchError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template; "
                            "set tokenizer.chat_template or use a chat model")
@@ -52,7 +53,7 @@ def encode_conversation(tokenizer, prompt: list[Message] | str, completion: str 
         completion: the assistant's reply; None scores the prompt alone (ending in the generation prompt).
     """
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    prefix_text = _render(tokenizer, messages, add_generation_prompt=True)
+    prefix_text = render_chat(tokenizer, messages, add_generation_prompt=True)
     if completion is None:
         ids, _ = _token_offsets(tokenizer, prefix_text)
         if not ids:
@@ -60,7 +61,7 @@ def encode_conversation(tokenizer, prompt: list[Message] | str, completion: str 
         return Encoded(tuple(ids), len(ids) - 1, (len(ids), len(ids)))
     if completion == "":
         raise RsearchError("empty completion: every completion needs at least one token")
-    full_text = _render(tokenizer, messages + [{"role": "assistant", "content": completion}], False)
+    full_text = render_chat(tokenizer, messages + [{"role": "assistant", "content": completion}], False)
     start_char = full_text.find(completion, len(prefix_text) if full_text.startswith(prefix_text) else 0)
     if not full_text.startswith(prefix_text) or start_char < 0:
         raise RsearchError("the chat template does not render the prompt as a prefix of the conversation")

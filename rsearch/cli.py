@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from rsearch.errors import RsearchError
+from rsearch.log import add_verbosity, configure
 
 # subcommand name -> module exposing add_arguments(parser) and main(args) -> int | None
 COMMANDS = {
@@ -25,9 +26,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog="rsearch", description=__doc__.splitlines()[0])
+    add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        # also accepted after the subcommand (`rsearch run ... --quiet`); SUPPRESS keeps the top-level value
+        add_verbosity(p, default=argparse.SUPPRESS)
         if only is None or only == name:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
@@ -41,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(only=command if command in COMMANDS else None)
         args = parser.parse_args(argv)
+        configure(args.verbosity)
         if not getattr(args, "_main", None):
             parser.print_help()
             return 2

@@ -1,9 +1,16 @@
-"""Frozen config dataclasses with from_dict / from_yaml that name the bad field."""
+"""Frozen config dataclasses: the one place a job's settings are declared.
+
+A job's settings are the fields of one `Config`. The same fields give its YAML keys (`from_dict`, nested
+configs as nested mappings), its command-line flags (`add_config_arguments` / `config_from_args`, help text
+and flag spelling from `setting(...)` metadata) and its cache keys (`key_dict`: every field except those
+marked `runtime=True`, which change how a job runs but never what it computes).
+"""
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
+import argparse
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +48,12 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, dict):
             raise RsearchError(f"{name}: expected a mapping, got {value!r}")
         return dict(value)
+    if isinstance(annotation, type) and issubclass(annotation, Config):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, dict):
+            raise RsearchError(f"{name}: expected a mapping of {annotation.__name__} settings, got {value!r}")
+        return annotation.from_dict(value, where=name)
     if annotation is Any or annotation is object:
         return value
     if annotation is bool:
@@ -71,7 +84,9 @@ class Config:
     """Base for frozen configs. Subclasses validate in __post_init__ and raise RsearchError naming the field."""
 
     @classmethod
-    def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "") -> T:
+    def from_dict(cls: type[T], data: dict[str, Any] | None, *, where: str = "", base: "Config | None" = None) -> T:
+        """`cls` from a mapping; keys left out keep `base`'s values (default: the defaults). A nested config
+        given as a mapping is merged the same way into its base value, so a YAML section may set a few keys."""
         data = dict(data or {})
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -80,7 +95,17 @@ class Config:
             prefix = f"{where}: " if where else ""
             raise RsearchError(f"{prefix}unknown option {unknown[0]!r} for {cls.__name__} "
                                f"(known: {', '.join(sorted(fields))})")
-        kwargs = {k: _coerce(f"{where + '.' if where else ''}{k}", v, hints[k]) for k, v in data.items()}
+        kwargs = {}
+        for k, v in data.items():
+            name = f"{where + '.' if where else ''}{k}"
+            hint = hints[k]
+            if isinstance(hint, type) and issubclass(hint, Config) and isinstance(v, dict):
+                inner = getattr(base, k) if base is not None else _default(fields[k])
+                kwargs[k] = hint.from_dict(v, where=name, base=inner)
+            else:
+                kwargs[k] = _coerce(name, v, hint)
+        if base is not None:
+            return dataclasses.replace(base, **kwargs)
         return cls(**kwargs)
 
     @classmethod
@@ -88,10 +113,114 @@ class Config:
         return cls.from_dict(load_yaml(path, section), where=section or "")
 
     def replace(self: T, **changes: Any) -> T:
-        return type(self).from_dict({**self.to_dict(), **changes})
+        """A copy with `changes` (checked and coerced like from_dict; nested mappings merge)."""
+        return type(self).from_dict(changes, base=self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict[str, Any]:
+        """to_dict without runtime-only fields (recursively): what a cache key of this config hashes."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("runtime"):
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = value.key_dict() if isinstance(value, Config) else _plain(value)
+        return out
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str = "", flag: str | None = None,
+            short: str | None = None, choices: tuple | None = None, runtime: bool = False, cli: bool = True,
+            repeat: bool = False, metavar: str | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A Config field with its command-line declaration.
+
+    Args:
+        help: the flag's help text. flag: its long spelling (default `--field-name`); short: e.g. "-n".
+        choices: allowed values on the command line. runtime: changes how the job runs (where it writes,
+            threads, device), never what it computes; left out of cache keys. cli: False keeps it off the
+            command line (mappings and nested configs are set in YAML). repeat: the flag may be given several
+            times, each adding one item (a tuple field). metavar: the value's name in --help.
+    """
+    metadata = {"help": help, "flag": flag, "short": short, "choices": choices, "runtime": runtime, "cli": cli,
+                "repeat": repeat, "metavar": metavar}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def runtime_fields(cls: type[Config]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("runtime"))
+
+
+def _cli_fields(cls: type[Config]):
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        nested = isinstance(hint, type) and issubclass(hint, Config)
+        if not f.metadata.get("cli", True) or nested or hint is dict or typing.get_origin(hint) is dict:
+            continue
+        yield f, hint
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], *, config_file: str | None = None
+                         ) -> None:
+    """One flag per field of `cls` (unset flags stay out of the namespace, so YAML values and defaults win)."""
+    if config_file is not None:
+        parser.add_argument("--config", help=config_file)
+    for f, hint in _cli_fields(cls):
+        names = [f.metadata.get("flag") or "--" + f.name.replace("_", "-")]
+        if f.metadata.get("short"):
+            names.insert(0, f.metadata["short"])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = f.metadata.get("help") or ""
+        if hint is bool:
+            parser.add_argument(*names, dest=f.name, action="store_true", default=argparse.SUPPRESS,
+                                help=help_text)
+            continue
+        if default not in (None, "", ()) and "%(default)" not in help_text:
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            help_text = f"{help_text} (default {shown})" if help_text else f"default {shown}"
+        metavar = None if f.metadata.get("choices") else f.metadata.get("metavar") or f.name.upper()
+        parser.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, choices=f.metadata.get("choices"),
+                            action="append" if f.metadata.get("repeat") else "store",
+                            help=help_text.replace("%", "%%"), metavar=metavar)
+
+
+def config_from_args(args: argparse.Namespace, cls: type[T], section: str) -> T:
+    """`--config FILE` (its `section:` mapping, or its top level), then every flag given, into one `cls`."""
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        raw = load_yaml(find_config(args.config))
+        data = dict(raw[section] if section in raw else raw)
+    for f, _ in _cli_fields(cls):
+        if hasattr(args, f.name):
+            data[f.name] = getattr(args, f.name)
+    return cls.from_dict(data, where=section)
+
+
+CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def find_config(name: str | Path) -> Path:
+    """A YAML file by path, or a shipped recipe by bare name (`zephyr` → rsearch/configs/zephyr.yaml)."""
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    if p.parent == Path(".") and (CONFIGS_DIR / f"{p.stem}.yaml").is_file() and p.suffix in ("", ".yaml"):
+        return CONFIGS_DIR / f"{p.stem}.yaml"
+    shipped = ", ".join(sorted(x.stem for x in CONFIGS_DIR.glob("*.yaml")))
+    raise RsearchError(f"config file not found: {p} (shipped recipes, by name: {shipped})")
 
 
 def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:

@@ -5,15 +5,16 @@ class; `RayPool` wraps it as actors (one GPU each where there are GPUs, else one
 worker the next prefix. A worker that dies is restarted by Ray (`max_restarts`) and its prefix is retried, on
 it or on another worker. Each finished search goes to the driver's `ResultLog` at once, so a crash loses
 nothing finished, and `resume` skips what is done. `RayPool.score_rows` fans one search's candidate scoring
-out to every worker (pass the pool to `Searcher(pool=…)`).
+out to every worker (pass the pool to `Searcher(pool=…)`, or `fan_out=True` to `run_many`). Every way of
+running many prefixes goes through `rsearch.searcher.run_prefixes` (resume, result stream, order).
 
     run_many(spec, prefixes, workers=0)               # in-process, no Ray
-    run_many(spec, prefixes, workers=2)               # a local Ray cluster with 2 workers
+    run_many(spec, prefixes, workers=2)               # a local Ray cluster with 2 workers, a prefix each
+    run_many(spec, prefixes, workers=2, fan_out=True)  # prefixes in turn, each search's scoring on 2 workers
     run_many(spec, prefixes, workers=2, address="auto")  # join a cluster started with `ray start`
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,8 @@ from rsearch.chat import Encoded
 from rsearch.config import check
 from rsearch.errors import RsearchError
 from rsearch.scorer import ProbeScorer, Scores
-from rsearch.searcher import Budget, Objective, ResultLog, SearchResult, Searcher
+from rsearch.models import load_model
+from rsearch.searcher import Budget, Objective, SearchResult, Searcher, run_prefixes
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,6 @@ class SearchSpec:
     def scorer(self) -> ProbeScorer:
         model = tokenizer = None
         if self.model:
-            from rsearch.models import load_model
-
             model, tokenizer = load_model(self.model, dtype=self.dtype, device=self.device)
         return ProbeScorer.from_file(self.probe, model, tokenizer, device=self.device, dtype=self.dtype,
                                      batch_size=self.batch_size)
@@ -207,55 +207,38 @@ class RayPool:
 # ----- the entry point -----
 
 def run_many(spec: SearchSpec, prefixes: Sequence[str], *, workers: int = 0, address: str | None = None,
-             run_dir: str | Path | None = None, resume: bool = False,
+             fan_out: bool = False, run_dir: str | Path | None = None, resume: bool = False,
              on_result: Callable[[int, SearchResult], None] | None = None, scorer: ProbeScorer | None = None,
              pool: RayPool | None = None) -> list[SearchResult]:
-    """Searches every prefix; results in input order, each streamed to `run_dir/results.jsonl` when found.
+    """Searches every prefix (`rsearch.searcher.run_prefixes`); results in input order, each streamed to
+    `run_dir/results.jsonl` when found.
 
     Args:
         spec: the search (probe, strategy, budget, …).
         prefixes: prompt prefixes (or prompts, for the completion target).
         workers: 0 runs in-process without Ray; N ≥ 1 uses N Ray actors.
         address: a Ray cluster to join ("auto"); a local cluster is started otherwise.
+        fan_out: with Ray, search the prefixes one after another here and spread each search's candidate
+            scoring over the workers (instead of one prefix per worker).
         run_dir: where results stream; with `resume`, prefixes already there are skipped.
         on_result: called with (index, result) as each search finishes (after it is written).
-        scorer: an already loaded scorer for the in-process path.
+        scorer: an already loaded scorer for the in-process paths.
         pool: an existing RayPool to use (it is left running).
     """
     check(workers >= 0, f"--workers must be ≥ 0, got {workers}")
-    prefixes = list(prefixes)
-    for i, p in enumerate(prefixes):
-        if not isinstance(p, str) or not p.strip():
-            raise RsearchError(f"empty prefix (number {i + 1}): give the start of a user message to search from")
-    log = ResultLog(run_dir, resume=resume) if run_dir is not None else None
-    results: dict[int, SearchResult] = {}
-    if log:
-        results.update({i: r for i, r in log.done().items() if i < len(prefixes) and r.prefix == prefixes[i]})
 
-    def found(index: int, result: SearchResult) -> None:
-        if index in results:
-            return
-        if log:
-            log.append(index, result)
-        results[index] = result
-        if on_result:
-            on_result(index, result)
-
-    todo = [(i, p) for i, p in enumerate(prefixes) if i not in results]
-    if todo and workers == 0 and address is None and pool is None:
-        searcher = spec.searcher(scorer or spec.scorer())
-        for index, prefix in todo:
-            found(index, searcher.optimize(prefix))
-    elif todo:
-        own = pool is None
-        pool = pool or RayPool(spec, max(1, workers), address)
+    def map_search(todo: Sequence[tuple[int, str]], found: Callable[[int, SearchResult], None]) -> None:
+        # models load and workers start only once the prefixes are checked and something is left to do
+        if workers == 0 and address is None and pool is None:
+            return spec.searcher(scorer or spec.scorer()).map_search(todo, found)
+        workers_pool = pool or RayPool(spec, max(1, workers), address)
         try:
-            pool.map_search(todo, found)
+            if fan_out:
+                spec.searcher(scorer or spec.scorer(), pool=workers_pool).map_search(todo, found)
+            else:
+                workers_pool.map_search(todo, found)
         finally:
-            if own:
-                pool.shutdown()
-    return [results[i] for i in range(len(prefixes))]
+            if pool is None:
+                workers_pool.shutdown()
 
-
-def replace_spec(spec: SearchSpec, **changes) -> SearchSpec:
-    return dataclasses.replace(spec, **changes)
+    return run_prefixes(prefixes, map_search, run_dir=run_dir, resume=resume, on_result=on_result)

@@ -1,14 +1,14 @@
-"""ProbeScorer: the only door to the model. Conversations, token ids or embeddings → probe scores.
+"""ProbeScorer: probe scores through the model. Conversations, token ids or embeddings → probe scores.
 
 Scoring runs the model in batches, captures the residual stream at the probe's hook point, reads it at the
 probe's position and stops the forward there (no later layers, no LM head). The differentiable path
-(`score_embeds`) does the same with autograd on, from input embeddings (a one-hot times the embedding matrix
-for GCG). When a fluency term is asked for, the forward runs to the end and the mean log-probability of the
-searched span comes from the same pass. `sample` draws continuations from the model's own distribution.
+(`score_embeds`) does the same with autograd on, from input embeddings (a one-hot times the embedding matrix);
+`span_gradient` gives GCG the objective's gradient with respect to a span's one-hot. When a fluency term is
+asked for, the forward runs to the end and the mean log-probability of the searched span comes from the same
+pass. Loading, sampling and log-prob arithmetic are `rsearch.lm`'s (the door to the model this builds on).
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +20,11 @@ from rsearch.activations import collate, length_sorted_batches
 from rsearch.chat import Encoded, encode_conversation
 from rsearch.errors import RsearchError
 from rsearch.hooks import HookPoint, capture, n_layers, parse_hook, run_forward
+from rsearch.lm import sequence_logprobs, span_logprobs
+from rsearch.models import load_model
 from rsearch.positions import Position, gather, parse_position, position_weights
+from rsearch.probes import load_probe
+from rsearch.targets import Target, allowed_token_mask, make_target
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,6 @@ class ProbeScorer:
                  device: str | None = "auto", dtype: str | torch.dtype = "float32", batch_size: int = 32,
                  position: str | Position | None = None):
         if isinstance(probe, (str, Path)):
-            from rsearch.probes import load_probe
-
             probe, file_meta = load_probe(probe)
             metadata = {**file_meta, **(metadata or {})}
         metadata = dict(metadata or {})
@@ -74,8 +76,6 @@ class ProbeScorer:
             name = metadata.get("model")
             if not name:
                 raise RsearchError("probe metadata names no model: pass one")
-            from rsearch.models import load_model
-
             model, loaded_tok = load_model(name, dtype=dtype, device=device, revision=metadata.get("revision"))
             tokenizer = tokenizer or loaded_tok
         if tokenizer is None:
@@ -112,15 +112,11 @@ class ProbeScorer:
     def allowed(self) -> Tensor:
         """`[vocab]` bool: real, non-special token ids (what a search may put in a span)."""
         if self._allowed is None:
-            from rsearch.targets import allowed_token_mask
-
             self._allowed = allowed_token_mask(self.tokenizer, self.vocab_size)
         return self._allowed
 
-    def target(self, kind: str, prompt_prefix: str, position: str | Position | None = None):
+    def target(self, kind: str, prompt_prefix: str, position: str | Position | None = None) -> Target:
         """The frame of one search (see rsearch.targets), with this scorer's tokenizer and probe position."""
-        from rsearch.targets import make_target
-
         return make_target(kind, self.tokenizer, prompt_prefix, self.vocab_size, position=position,
                            probe_position=self.position, allowed=self.allowed)
 
@@ -151,13 +147,8 @@ class ProbeScorer:
                     logits = self.model(**inputs, use_cache=False).logits  # [batch, seq, vocab]
             probe_out[idx] = self.probe(acts[self.hook.name]).float().cpu()
             if spans is not None:
-                lp_out[idx] = _span_logprob(logits, inputs["input_ids"], [spans[i] for i in idx]).cpu()
+                lp_out[idx] = span_logprobs(logits, inputs["input_ids"], [spans[i] for i in idx], mean=True).cpu()
         return Scores(probe_out, lp_out)
-
-    def score_ids(self, ids: Sequence[Sequence[int]], position: str | Position = "-1") -> Tensor:
-        """Probe scores of raw token id sequences (no template), read at `position` (default the last token)."""
-        rows = [Encoded(tuple(x), len(x) - 1, (len(x), len(x))) for x in ids]
-        return self.score_rows(rows, position).probe
 
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str] | None = None,
                     position: str | Position | None = None) -> Tensor:
@@ -168,16 +159,9 @@ class ProbeScorer:
                 for i, p in enumerate(prompts)]
         return self.score_rows(rows, position).probe
 
-    @torch.no_grad()
     def span_logprob(self, rows: Sequence[Encoded], spans: Sequence[tuple[int, int]]) -> Tensor:
         """`[n]` mean log-prob of each row's span tokens under the model."""
-        out = torch.empty(len(rows))
-        for idx in length_sorted_batches(rows, self.batch_size):
-            batch = collate([rows[i] for i in idx], self.pad_id)
-            inputs = batch.model_inputs(self.device)
-            logits = self.model(**inputs, use_cache=False).logits
-            out[idx] = _span_logprob(logits, inputs["input_ids"], [spans[i] for i in idx]).cpu()
-        return out
+        return sequence_logprobs(self.model, rows, spans, pad_id=self.pad_id, mean=True, batch_size=self.batch_size)
 
     # ----- the differentiable path -----
 
@@ -189,6 +173,34 @@ class ProbeScorer:
     def embed(self, ids: Tensor) -> Tensor:
         """`[..., seq]` ids → `[..., seq, d_model]` input embeddings."""
         return self.model.get_input_embeddings()(ids.to(self.device))
+
+    def span_gradient(self, target: Target, span_ids: Sequence[int], logprob_weight: float = 0.0) -> Tensor:
+        """∂ objective / ∂ one-hot of the span, `[span, vocab]` float32 (cpu), through the model to the probe.
+
+        The objective is the probe score at the target's position, + `logprob_weight` × the span's mean
+        log-prob (then the forward runs to the logits).
+
+        Args:
+            target: the search's frame (tokens around the span, where the probe reads).
+            span_ids: the current span.
+            logprob_weight: weight of the fluency term; 0 stops the forward at the probe's hook.
+        """
+        span_ids = [int(i) for i in span_ids]
+        w_e = self.embedding_matrix                                                 # [vocab, d_model]
+        ids = torch.tensor(span_ids, dtype=torch.long, device=w_e.device)          # [span]
+        one_hot = torch.nn.functional.one_hot(ids, w_e.shape[0]).to(w_e.dtype).requires_grad_(True)
+        pre = self.embed(torch.tensor(target.prefix_ids, dtype=torch.long))        # [prefix, d_model]
+        suf = self.embed(torch.tensor(target.suffix_ids, dtype=torch.long))        # [suffix, d_model]
+        embeds = torch.cat([pre, one_hot @ w_e, suf])[None]                        # [1, seq, d_model]
+        fluency = logprob_weight != 0.0
+        with torch.enable_grad():
+            probe, logprob = self.score_embeds(
+                embeds, [target.row(span_ids)], target.position,
+                span_one_hot=one_hot[None] if fluency else None,
+                spans=[target.span_range(span_ids)] if fluency else None)
+            value = probe[0] + (logprob_weight * logprob[0] if logprob is not None else 0.0)
+            (grad,) = torch.autograd.grad(value, [one_hot])
+        return grad.float().cpu()
 
     def score_embeds(self, embeds: Tensor, rows: Sequence[Encoded], position: str | Position | None = None,
                      span_one_hot: Tensor | None = None, spans: Sequence[tuple[int, int]] | None = None
@@ -221,95 +233,11 @@ class ProbeScorer:
         score = self.probe(acts[self.hook.name])
         if not want_lp:
             return score, None
-        lps = []
-        for i, (a, e) in enumerate(spans):
-            logp = torch.log_softmax(logits[i, a - 1:e - 1].float(), -1)  # predictions of the span tokens
-            lps.append((span_one_hot[i].to(logp.dtype) * logp).sum(-1).mean())
-        return score, torch.stack(lps)
-
-    # ----- sampling from the model's own distribution -----
-
-    @torch.no_grad()
-    def sample(self, contexts: Sequence[Sequence[int]], max_new_tokens: int, *, temperature: float = 1.0,
-               generator: torch.Generator | None = None, stop_ids: Sequence[int] = (),
-               allowed: Tensor | None = None, min_new_tokens: int | Sequence[int] = 1
-               ) -> list[tuple[tuple[int, ...], bool]]:
-        """Samples continuations of each context from the model (top-k 0, top-p 1: its own distribution).
-
-        Args:
-            contexts: token ids to continue (left-padded together).
-            max_new_tokens: length cap of each continuation.
-            temperature: softmax temperature; 0 is greedy.
-            generator: a CPU torch.Generator, for reproducible draws.
-            stop_ids: tokens that end a continuation (not included in it).
-            allowed: `[vocab]` bool of tokens that may be drawn (stop tokens are always allowed once
-                `min_new_tokens` are out); the scorer's `allowed` by default.
-            min_new_tokens: tokens drawn before a stop token may end a continuation (one number, or one per
-                context).
-
-        Returns:
-            per context: (new token ids, whether a stop token ended it).
-        """
-        if not contexts:
-            return []
-        allowed = (self.allowed if allowed is None else allowed).clone()
-        stop = torch.tensor(sorted(stop_ids), dtype=torch.long)
-        n = len(contexts)
-        rows = [Encoded(tuple(c), len(c) - 1, (len(c), len(c))) for c in contexts]
-        batch = collate(rows, self.pad_id, padding_side="left")
-        mask = batch.attention_mask.to(self.device)
-        position_ids = batch.position_ids.to(self.device)
-        cache_kw = _cache_kwarg(self.model)
-        out = self.model(input_ids=batch.input_ids.to(self.device), attention_mask=mask, position_ids=position_ids,
-                         use_cache=True)
-        past, logits = out[cache_kw], out.logits[:, -1]
-        new: list[list[int]] = [[] for _ in range(n)]
-        done = torch.zeros(n, dtype=torch.bool)
-        stopped = [False] * n
-        vocab = logits.shape[-1]
-        base = torch.full((vocab,), float("-inf"))
-        base[: len(allowed)][allowed[:vocab]] = 0.0
-        with_stop = base.clone()
-        with_stop[stop[stop < vocab]] = 0.0
-        min_new = torch.as_tensor([min_new_tokens] * n if isinstance(min_new_tokens, int) else list(min_new_tokens))
-        for t in range(max_new_tokens):
-            bias = torch.where((t >= min_new)[:, None], with_stop[None], base[None])  # [n, vocab]
-            scores = logits.float().cpu() + bias  # [n, vocab]
-            if temperature <= 0:
-                nxt = scores.argmax(-1)
-            else:
-                nxt = torch.multinomial(torch.softmax(scores / temperature, -1), 1, generator=generator)[:, 0]
-            for i in range(n):
-                if done[i]:
-                    continue
-                tok = int(nxt[i])
-                if tok in stop_ids:
-                    done[i], stopped[i] = True, True
-                else:
-                    new[i].append(tok)
-            if bool(done.all()) or t == max_new_tokens - 1:
-                break
-            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
-            mask = torch.cat([mask, (~done).long().to(self.device)[:, None]], 1)
-            position_ids = position_ids[:, -1:] + 1
-            out = self.model(input_ids=nxt[:, None].to(self.device), attention_mask=mask, position_ids=position_ids,
-                             use_cache=True, **{cache_kw: past})
-            past, logits = out[cache_kw], out.logits[:, -1]
-        return [(tuple(x), s) for x, s in zip(new, stopped)]
-
-
-def _cache_kwarg(model) -> str:
-    """The KV-cache argument's name: `cache` in transformers ≥ 5.2x, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _span_logprob(logits: Tensor, input_ids: Tensor, spans: Sequence[tuple[int, int]]) -> Tensor:
-    """Mean log-prob of tokens [a, b) of each (right-padded) row: `[batch, seq, vocab]` logits → `[batch]`."""
-    out = []
-    for i, (a, b) in enumerate(spans):
-        if b <= a or a < 1:
-            out.append(torch.tensor(0.0, device=logits.device))
-            continue
-        logp = torch.log_softmax(logits[i, a - 1:b - 1].float(), -1)  # [span, vocab]
-        out.append(logp.gather(-1, input_ids[i, a:b, None]).mean())
-    return torch.stack(out).float()
+        # targets: the rows' own tokens, the (differentiable) one-hot inside each span
+        vocab = span_one_hot.shape[-1]
+        targets = torch.stack([
+            torch.cat([torch.nn.functional.one_hot(torch.tensor(r.ids[:a], device=self.device), vocab).to(
+                span_one_hot.dtype), span_one_hot[i], torch.nn.functional.one_hot(
+                torch.tensor(r.ids[e:], device=self.device), vocab).to(span_one_hot.dtype)])
+            for i, (r, (a, e)) in enumerate(zip(rows, spans))])  # [batch, seq, vocab]
+        return score, span_logprobs(logits, targets, spans, mean=True)

@@ -8,8 +8,9 @@ template bookkeeping are free); the Searcher asks for at most the evaluations le
 in evaluations and/or seconds. The objective is the probe score, optionally + λ × the mean log-prob of the
 searched span under the model (stay in its distribution) − a length penalty per token.
 
-`optimize_many` runs many prefixes, in-process or on Ray workers (rsearch.distributed), streaming each
-finished result to `run_dir/results.jsonl`; a resumed run skips prefixes already there. Each prefix's seed
+`run_prefixes` is the one way to run many prefixes: in-process (`Searcher.optimize_many`) or on Ray workers
+(`rsearch.distributed.run_many`), streaming each finished result to `run_dir/results.jsonl`; a resumed run
+skips prefixes already there. Each prefix's seed
 comes from (seed, prefix) alone, so a result does not depend on which worker ran it or whether the run was
 resumed.
 """
@@ -29,6 +30,7 @@ import torch
 from rsearch.config import Config, check
 from rsearch.errors import RsearchError
 from rsearch.io_utils import append_jsonl, read_jsonl, write_text
+from rsearch.lm import sample_tokens
 from rsearch.positions import Position
 from rsearch.scorer import ProbeScorer, Scores
 from rsearch.targets import Target
@@ -94,7 +96,8 @@ def prefix_seed(seed: int, prefix: str) -> int:
 
 @dataclass
 class SearchContext:
-    """Handed to `Strategy.setup`: the scorer (model access), the target frame, the objective and seeded RNGs."""
+    """Handed to `Strategy.setup`: implements `StrategyContext` (rsearch.strategies.base) over the scorer,
+    the target frame, the objective and seeded RNGs."""
 
     scorer: ProbeScorer
     target: Target
@@ -111,15 +114,24 @@ class SearchContext:
         ids = tuple(int(i) for i in ids)
         return Candidate(ids, self.target.decode(ids))
 
-    def sample_spans(self, bases: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 1.0
-                     ) -> list[tuple[tuple[int, ...], bool]]:
+    def valid(self, ids: Sequence[int]) -> bool:
+        return self.target.valid(ids)
+
+    def sample_spans(self, bases: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 1.0, *,
+                     allowed: torch.Tensor | None = None, stop: bool = True) -> list[tuple[tuple[int, ...], bool]]:
         """Continues each partial span with the model's own distribution (for a prompt target, the model
         continuing the user's turn). Returns (base + new tokens, whether the turn ended) per base; at least one
         new token each."""
         contexts = [tuple(self.target.context_ids) + tuple(b) for b in bases]
-        got = self.scorer.sample(contexts, max_new_tokens, temperature=temperature, generator=self.generator,
-                                 stop_ids=self.target.stop_ids, allowed=self.target.allowed, min_new_tokens=1)
+        got = sample_tokens(self.scorer.model, contexts, max_new_tokens, pad_id=self.scorer.pad_id,
+                            generator=self.generator, temperature=temperature,
+                            stop_ids=self.target.stop_ids if stop else (),
+                            allowed=self.target.allowed if allowed is None else allowed, min_new_tokens=1)
         return [(tuple(b) + new, stopped) for b, (new, stopped) in zip(bases, got)]
+
+    def span_gradient(self, ids: Sequence[int]) -> torch.Tensor:
+        """`[span, vocab]`: ∂ objective / ∂ one-hot of the span (computed by the scorer)."""
+        return self.scorer.span_gradient(self.target, ids, self.objective.logprob_weight)
 
 
 # ----- results -----
@@ -301,28 +313,65 @@ class Searcher:
             out.append(Scored(c, self.objective.combine(probe, lp, len(c.ids)), probe, lp))
         return out
 
+    def map_search(self, todo: Sequence[tuple[int, str]], on_result: Callable[[int, SearchResult], None]) -> None:
+        """Searches each (index, prefix) here, one after another, calling on_result as each finishes (the
+        in-process counterpart of `RayPool.map_search`; scoring fans out over the Searcher's `pool`, if any)."""
+        for index, prefix in todo:
+            on_result(index, self.optimize(prefix))
+
     def optimize_many(self, prefixes: Iterable[str], *, run_dir: str | Path | None = None, resume: bool = False,
                       on_result: Callable[[SearchResult], None] | None = None) -> list[SearchResult]:
-        """Searches every prefix in-process (one after another), in input order.
+        """Searches every prefix in this process (see `run_prefixes`); results in input order.
 
-        With `run_dir`, each result is appended to `run_dir/results.jsonl` as soon as it is found and, with
-        `resume`, prefixes already there are not searched again. Ray workers: `rsearch.distributed.run_many`.
+        Prefixes spread over Ray workers: `rsearch.distributed.run_many`.
         """
-        prefixes = list(prefixes)
-        log = ResultLog(run_dir, resume=resume) if run_dir is not None else None
-        done = log.done() if log else {}
-        results: dict[int, SearchResult] = {}
-        for i, prefix in enumerate(prefixes):
-            if i in done and done[i].prefix == prefix:
-                results[i] = done[i]
-                continue
-            result = self.optimize(prefix)
-            if log:
-                log.append(i, result)
-            if on_result:
-                on_result(result)
-            results[i] = result
-        return [results[i] for i in range(len(prefixes))]
+        return run_prefixes(prefixes, self.map_search, run_dir=run_dir, resume=resume,
+                            on_result=None if on_result is None else lambda _, r: on_result(r))
+
+
+# ----- many prefixes, resumable -----
+
+MapSearch = Callable[[Sequence[tuple[int, str]], Callable[[int, SearchResult], None]], None]
+
+
+def run_prefixes(prefixes: Iterable[str], map_search: MapSearch, *, run_dir: str | Path | None = None,
+                 resume: bool = False, on_result: Callable[[int, SearchResult], None] | None = None
+                 ) -> list[SearchResult]:
+    """The one run-many path: searches every prefix, streaming each result to `run_dir/results.jsonl` when found.
+
+    Args:
+        prefixes: prompt prefixes (or prompts, for the completion target); each must be non-empty.
+        map_search: runs the (index, prefix) pairs still to do, calling back with each (index, result) as it
+            finishes: `Searcher.map_search` (in-process) or `RayPool.map_search` (a prefix per Ray worker). It is
+            not called when nothing is left to do.
+        run_dir: where results stream; with `resume`, prefixes already there are not searched again.
+        on_result: called with (index, result) as each search finishes (after it is written).
+
+    Returns:
+        the results, in the order of `prefixes`.
+    """
+    prefixes = list(prefixes)
+    for i, p in enumerate(prefixes):
+        if not isinstance(p, str) or not p.strip():
+            raise RsearchError(f"empty prefix (number {i + 1}): give the start of a user message to search from")
+    log = ResultLog(run_dir, resume=resume) if run_dir is not None else None
+    results: dict[int, SearchResult] = {}
+    if log:
+        results.update({i: r for i, r in log.done().items() if i < len(prefixes) and r.prefix == prefixes[i]})
+
+    def found(index: int, result: SearchResult) -> None:
+        if index in results:
+            return  # never twice (e.g. a retried task that had in fact finished)
+        if log:
+            log.append(index, result)
+        results[index] = result
+        if on_result:
+            on_result(index, result)
+
+    todo = [(i, p) for i, p in enumerate(prefixes) if i not in results]
+    if todo:
+        map_search(todo, found)
+    return [results[i] for i in range(len(prefixes))]
 
 
 # ----- the run directory's result stream -----

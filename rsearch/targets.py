@@ -19,18 +19,12 @@ from typing import Sequence
 
 import torch
 
-from rsearch.chat import Encoded, encode_ids
+from rsearch.chat import Encoded, encode_ids, render_chat
 from rsearch.errors import RsearchError
 from rsearch.positions import Position, parse_position
 
 KINDS = ("prompt", "completion")
 _SENTINEL = "\u2063RSEARCH_SPAN\u2063"
-
-
-def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    if not getattr(tokenizer, "chat_template", None):
-        raise RsearchError(f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no chat template")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -39,7 +33,7 @@ def _ids(tokenizer, text: str) -> list[int]:
 
 def _cut(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[str, str]:
     """The rendered template split at the sentinel: (text before, text after)."""
-    text = _render(tokenizer, messages, add_generation_prompt)
+    text = render_chat(tokenizer, messages, add_generation_prompt)
     i = text.find(_SENTINEL)
     if i < 0 or text.count(_SENTINEL) != 1:
         raise RsearchError("the chat template does not render the message content verbatim")
@@ -163,7 +157,7 @@ def make_target(
         suffix_ids = _ids(tokenizer, after)
     else:
         messages = [{"role": "user", "content": prompt_prefix}]
-        gen_prompt = _render(tokenizer, messages, add_generation_prompt=True)
+        gen_prompt = render_chat(tokenizer, messages, add_generation_prompt=True)
         before, after = _cut(tokenizer, messages + [{"role": "assistant", "content": _SENTINEL}], False)
         if before != gen_prompt:
             raise RsearchError("the chat template does not render the generation prompt as a prefix of the answer")

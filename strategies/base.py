@@ -1,17 +1,23 @@
 """The strategy interface: ask(n) → candidates, tell(scored) → update; and the name registry.
 
 A strategy proposes token spans for one search (the searched part of a prompt or completion); the Searcher
-scores them through the ProbeScorer and tells the strategy the results. Strategies hold state; results
-(`Scored`) are immutable.
+scores them through the ProbeScorer and tells the strategy the results. What a strategy may ask of the search
+is the `StrategyContext` protocol below. Strategies hold state and must pickle (they travel to Ray workers);
+results (`Scored`) are immutable.
 """
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+import torch
+from torch import Tensor
 
 from rsearch.config import Config
 from rsearch.errors import RsearchError
+from rsearch.targets import Target
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,50 @@ class Scored:
     logprob: float | None = None  # mean log-prob of the span under the model, when computed
 
 
+# ----- what a strategy may ask of the search it runs in -----
+
+@runtime_checkable
+class StrategyContext(Protocol):
+    """The narrow interface a strategy gets in `setup` (the Searcher's `SearchContext`, or a test's fake).
+
+    A strategy never reaches the model itself: it samples spans, asks for the objective's gradient with respect
+    to a span's one-hot, checks candidates, and learns scores through `tell` (the Searcher charges the budget).
+    """
+
+    target: Target               # the frame: encode/decode, valid, roundtrips, allowed ids, kind, prompt_prefix
+    seed: int                    # this search's seed
+    rng: random.Random           # seeded from `seed`
+    generator: torch.Generator   # seeded from `seed` (CPU)
+
+    def candidate(self, ids: Sequence[int]) -> Candidate:
+        """A span as a candidate (its ids and decoded text)."""
+        ...
+
+    def valid(self, ids: Sequence[int]) -> bool:
+        """Whether the Searcher would accept this span: non-empty, real non-special tokens only."""
+        ...
+
+    def sample_spans(self, bases: Sequence[Sequence[int]], max_new_tokens: int, temperature: float = 1.0, *,
+                     allowed: Tensor | None = None, stop: bool = True) -> list[tuple[tuple[int, ...], bool]]:
+        """Continues each partial span with the model's own distribution, drawn with `generator`.
+
+        Args:
+            bases: partial spans to continue (`()` starts a fresh one).
+            max_new_tokens: new tokens per span at most (at least one is drawn).
+            temperature: softmax temperature; 0 is greedy.
+            allowed: `[vocab]` bool of tokens a draw may take; the target's allowed tokens if None.
+            stop: end a span at the target's end-of-turn tokens; False always draws max_new_tokens.
+
+        Returns:
+            per base: (base + new token ids, whether an end-of-turn token ended it).
+        """
+        ...
+
+    def span_gradient(self, ids: Sequence[int]) -> Tensor:
+        """`[span, vocab]` float32 (cpu): ∂ objective / ∂ one-hot of the span `ids`, at the one-hot of `ids`."""
+        ...
+
+
 class Strategy(ABC):
     """Base class. Subclasses set `name` and `Config` (a frozen Config dataclass) and register themselves."""
 
@@ -42,8 +92,8 @@ class Strategy(ABC):
         self.config = config
 
     @abstractmethod
-    def setup(self, context: Any) -> None:
-        """Called once per search with the SearchContext (scorer, target, seed) before the first ask."""
+    def setup(self, context: StrategyContext) -> None:
+        """Called once per search, before the first ask, with what it may use (`StrategyContext`)."""
 
     @abstractmethod
     def ask(self, n: int) -> list[Candidate]:

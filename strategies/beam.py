@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rsearch.config import Config, check
-from rsearch.strategies.base import Candidate, Scored, Strategy, register
+from rsearch.strategies.base import Candidate, Scored, Strategy, StrategyContext, register
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class BeamSearch(Strategy):
     name = "beam"
     Config = BeamConfig
 
-    def setup(self, context) -> None:
+    def setup(self, context: StrategyContext) -> None:
         self.context = context
         self.beams: list[Beam] = []
         self.pending: dict[tuple[int, ...], bool] = {}  # ids of the last ask → ended

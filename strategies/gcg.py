@@ -6,7 +6,7 @@ negated objective: the probe score at the target's position (+ λ × the span's 
 
     current ← the initial span (scored once)
     loop:
-        g ← ∂ objective / ∂ one-hot(current)                       # [span, vocab], one forward + backward
+        g ← ∂ objective / ∂ one-hot(current)      # [span, vocab], context.span_gradient: one forward + backward
         top-k tokens per position by g, forbidden tokens masked
         search_width candidates: n_replace random positions each take a random top-k token
         drop candidates whose text does not re-encode to the same ids, and duplicates
@@ -23,7 +23,7 @@ from torch import Tensor
 
 from rsearch.config import Config, check
 from rsearch.errors import RsearchError
-from rsearch.strategies.base import Candidate, Scored, Strategy, register
+from rsearch.strategies.base import Candidate, Scored, Strategy, StrategyContext, register
 
 
 @dataclass(frozen=True)
@@ -47,30 +47,6 @@ class GCGConfig(Config):
 
 
 # ----- plain tensor functions -----
-
-def token_gradient(context, ids: Tensor) -> Tensor:
-    """∂ objective / ∂ one-hot of the span, `[span, vocab]`, through the model up to the probe's hook.
-
-    Args:
-        context: the SearchContext (scorer, target, objective).
-        ids: `[span]` current span ids.
-    """
-    scorer, target, objective = context.scorer, context.target, context.objective
-    w_e = scorer.embedding_matrix                                               # [vocab, d_model]
-    one_hot = torch.nn.functional.one_hot(ids.to(w_e.device), w_e.shape[0]).to(w_e.dtype).requires_grad_(True)
-    pre = scorer.embed(torch.tensor(target.prefix_ids, dtype=torch.long))       # [prefix, d_model]
-    suf = scorer.embed(torch.tensor(target.suffix_ids, dtype=torch.long))       # [suffix, d_model]
-    embeds = torch.cat([pre, one_hot @ w_e, suf])[None]                         # [1, seq, d_model]
-    span_ids = ids.tolist()
-    with torch.enable_grad():
-        probe, logprob = scorer.score_embeds(
-            embeds, [target.row(span_ids)], target.position,
-            span_one_hot=one_hot[None] if objective.needs_logprob else None,
-            spans=[target.span_range(span_ids)] if objective.needs_logprob else None)
-        value = probe[0] + (objective.logprob_weight * logprob[0] if logprob is not None else 0.0)
-        (grad,) = torch.autograd.grad(value, [one_hot])
-    return grad.float().cpu()
-
 
 def sample_ids_from_grad(ids: Tensor, grad: Tensor, search_width: int, topk: int, n_replace: int,
                          not_allowed: Tensor, generator: torch.Generator) -> Tensor:
@@ -112,7 +88,7 @@ class GCG(Strategy):
     name = "gcg"
     Config = GCGConfig
 
-    def setup(self, context) -> None:
+    def setup(self, context: StrategyContext) -> None:
         self.context = context
         self.not_allowed = not_allowed_mask(context.target, self.config.allow_non_ascii)
         n_ok = int((~self.not_allowed).sum())
@@ -127,14 +103,13 @@ class GCG(Strategy):
         cfg, ctx = self.config, self.context
         if cfg.init != "sample":
             ids = ctx.target.encode(cfg.init)
-            if not ctx.target.valid(ids):
+            if not ctx.valid(ids):
                 raise RsearchError(f"gcg.init {cfg.init!r} has special or unknown tokens")
             return ids
         # the model's own continuation, exactly n_tokens long, from tokens GCG may use
         allowed = ~self.not_allowed
         for _ in range(8):
-            (new, _), = ctx.scorer.sample([ctx.target.context_ids], cfg.n_tokens, temperature=cfg.init_temperature,
-                                          generator=ctx.generator, stop_ids=(), allowed=allowed)
+            (new, _), = ctx.sample_spans([()], cfg.n_tokens, cfg.init_temperature, allowed=allowed, stop=False)
             if not cfg.filter_ids or ctx.target.roundtrips(new):
                 return new
         return new
@@ -146,7 +121,7 @@ class GCG(Strategy):
             self.started = True
             return [ctx.candidate(self._init_ids())]
         current = torch.tensor(self.current, dtype=torch.long)
-        grad = token_gradient(ctx, current)                                     # [span, vocab]
+        grad = ctx.span_gradient(self.current)                                  # [span, vocab]
         n_replace = min(cfg.n_replace, len(self.current))
         for _ in range(4):  # resample when the filter drops everything
             cands = sample_ids_from_grad(current, grad, cfg.search_width, self.topk, n_replace, self.not_allowed,

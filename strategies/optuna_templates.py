@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rsearch.config import Config, check, load_yaml
 from rsearch.errors import RsearchError
-from rsearch.strategies.base import Candidate, Scored, Strategy, register
+from rsearch.strategies.base import Candidate, Scored, Strategy, StrategyContext, register
 
 SAMPLERS = ("tpe", "random")
 
@@ -124,7 +124,7 @@ class OptunaTemplates(Strategy):
     name = "optuna"
     Config = OptunaConfig
 
-    def setup(self, context) -> None:
+    def setup(self, context: StrategyContext) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -133,7 +133,7 @@ class OptunaTemplates(Strategy):
         # every choice must be made of tokens a search may use
         for slot, choices in self.template.slots:
             for c in choices:
-                if c.strip() and not context.target.valid(context.target.encode(c)):
+                if c.strip() and not context.valid(context.target.encode(c)):
                     raise RsearchError(f"optuna.template: slot {slot!r} choice {c!r} has tokens unknown to the "
                                        "model's tokenizer")
         if self.config.sampler == "tpe":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rsearch.config import Config, check
-from rsearch.strategies.base import Candidate, Scored, Strategy, register
+from rsearch.strategies.base import Candidate, Scored, Strategy, StrategyContext, register
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class RandomSampling(Strategy):
     name = "random"
     Config = RandomConfig
 
-    def setup(self, context) -> None:
+    def setup(self, context: StrategyContext) -> None:
         self.context = context
 
     def ask(self, n: int) -> list[Candidate]:

@@ -12,7 +12,9 @@ import torch
 
 from rsearch.analysis.stats import bootstrap_ci, paired_summary, paired_test, per_prompt_means, verdict
 from rsearch.cli import main
-from rsearch.jobs.compare import CompareConfig, CompareResult, load_table, run_compare
+from rsearch.jobs.compare import CompareConfig, CompareRun, run_compare
+from rsearch.jobs.compare_table import load_table
+from rsearch.results import ComparisonResult
 
 
 
@@ -37,8 +39,7 @@ def _organism_subjects() -> dict:
     out = _cache_dir(org) / "probes"
     if not (out / "metrics.json").is_file():
         train_probes(TrainProbeConfig(model=str(org.post_dir), dataset=str(org.data_dir), sweep=True,
-                                      positions=("completion_mean",), out=str(out), max_train=400, max_test=100,
-                                      progress=False))
+                                      positions=("completion_mean",), out=str(out), max_train=400, max_test=100))
     rows = json.loads((out / "metrics.json").read_text())["rows"]
     probes = {int(r["layer"]): r["path"] for r in rows}
     return {"pre": str(org.pre_dir), "post": str(org.post_dir), "data": str(org.data_dir),
@@ -66,9 +67,8 @@ def compared_on_organism():
     if not (out / "compare.json").is_file():
         run_compare(CompareConfig(pre=s["pre"], post=s["post"], probe=s["probe"], dataset=s["data"],
                                   prompts="test_prefs", n=120, k=3, max_new_tokens=32, rater=s["rater"],
-                                  beta=s["beta"], out=str(out), progress=False, n_boot=400))
-    summary = json.loads((out / "compare.json").read_text())
-    return CompareResult(summary, read_jsonl(out / "completions.jsonl"), out)
+                                  beta=s["beta"], out=str(out), n_boot=400))
+    return CompareRun(ComparisonResult.load(out / "compare.json"), read_jsonl(out / "completions.jsonl"), out)
 
 
 def _random_subjects(root: Path) -> dict:
@@ -157,7 +157,7 @@ def test_dpo_reward_and_probe_scores_per_completion(compared, subjects):
     from rsearch.scorer import ProbeScorer
 
     table = [r for r in compared.table if r["probe_score"] is not None]
-    beta = compared.summary["beta"]
+    beta = compared.summary.beta
     for r in table:
         assert r["dpo_reward"] == pytest.approx(beta * (r["logp_post"] - r["logp_pre"]), abs=1e-9)
     # teacher-forced log-prob, token by token, for a few rows (completion tokens and the closing eos)
@@ -178,12 +178,12 @@ def test_dpo_reward_and_probe_scores_per_completion(compared, subjects):
 def test_identical_models_give_identical_completions_and_zero_differences(subjects, tmp_path):
     cfg = CompareConfig(pre=subjects["post"], post=subjects["post"], probe=subjects["probe"], dataset=subjects["data"],
                         n=5, k=2, max_new_tokens=8, rater="none", beta=0.1, out=str(tmp_path / "same"),
-                        progress=False, n_boot=200)
+                        n_boot=200)
     result = run_compare(cfg)
     pre = {(r["prompt_id"], r["sample"]): r["completion"] for r in result.table if r["model"] == "pre"}
     post = {(r["prompt_id"], r["sample"]): r["completion"] for r in result.table if r["model"] == "post"}
     assert pre == post  # same seeds, same batches: common random numbers
-    s = result.summary["metrics"]
+    s = result.summary.metrics
     assert s["dpo_reward"]["diff"] == 0 and s["probe_score"]["diff"] == pytest.approx(0, abs=1e-6)
     assert s["dpo_reward"]["p_value"] == 1.0  # all differences exactly 0 (probe scores differ by float noise)
     assert "true_reward" not in s
@@ -219,7 +219,7 @@ def test_prompts_from_a_text_file(subjects, tmp_path):
     prompts.write_text("what is 3 plus 5 ?\n\ncompliment my poem .\nname two fruits .\n")
     result = run_compare(CompareConfig(pre=subjects["pre"], post=subjects["post"], probe=subjects["probe"],
                                        prompts=str(prompts), n=10, k=1, max_new_tokens=8, out=str(tmp_path / "o"),
-                                       progress=False, n_boot=100))
+                                       n_boot=100))
     assert sorted({r["prompt"] for r in result.table}) == ["compliment my poem .", "name two fruits .",
                                                            "what is 3 plus 5 ?"]
-    assert result.summary["n_completions"] == {"pre": 3, "post": 3}
+    assert result.summary.n_completions == {"pre": 3, "post": 3}

@@ -7,18 +7,21 @@ import re
 
 import pytest
 
-from rsearch.jobs.demo import STAGES, DemoConfig, run_demo
+from rsearch.jobs.demo import STAGES, run_demo
+from rsearch.jobs.demo_config import DemoConfig
 from rsearch.report import answers, render_markdown
 
-SMALL = dict(organism_size="tiny", positions=("user_end", "completion_mean", "-1"), max_train=300, max_test=80,
-             compare_n=16, compare_k=2, max_new_tokens=24, search_budget=8, search_prefixes=("hey ,",),
-             check_samples=2, random_prompts=4, n_random=100, n_boot=200, progress=False)
+SMALL = {"organism_size": "tiny",
+         "train_probe": {"positions": ["user_end", "completion_mean", "-1"], "max_train": 300, "max_test": 80},
+         "compare": {"n": 16, "k": 2, "max_new_tokens": 24, "n_boot": 200},
+         "search": {"budget": 8, "prefixes": ["hey ,"], "check_samples": 2, "random_prompts": 4},
+         "direction": {"n_random": 100}}
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    cfg = DemoConfig(out=str(out), **SMALL)
+    cfg = DemoConfig.from_dict({**SMALL, "out": str(out)})
     return cfg, run_demo(cfg)
 
 
@@ -64,8 +67,8 @@ def test_stages_outputs_and_report(demo):
         assert a["answer"] in (out / "report.md").read_text()
     # every strategy ran at the same budget and was checked with the true rater
     s = json.loads((out / "search" / "search.json").read_text())
-    assert [x["strategy"] for x in s["strategies"]] == list(cfg.strategies)
-    assert all(e == cfg.search_budget for x in s["strategies"] for e in x["evaluations"])
+    assert [x["strategy"] for x in s["strategies"]] == list(cfg.search.strategies)
+    assert all(e == cfg.search.budget for x in s["strategies"] for e in x["evaluations"])
     assert all("true_vs_prefix" in x and "true_vs_random" in x for x in s["strategies"])
     assert {r["position"] for r in report["Q1"]["grid"]} == {"user_end", "completion_mean", "-1"}
 
@@ -100,7 +103,7 @@ def test_second_run_reuses_every_stage(demo, capsys):
     again = run_demo(cfg)
     assert again["reused_stages"] == list(STAGES)
     assert again["Q2"] == first["Q2"] and again["Q5"]["strategies"] == first["Q5"]["strategies"]
-    changed = run_demo(cfg.replace(n_random=50))  # only the direction analysis depends on it
+    changed = run_demo(cfg.replace(direction={"n_random": 50}))  # only the direction analysis depends on it
     assert changed["reused_stages"] == ["probes", "compare", "source", "search"]
 
 
@@ -115,7 +118,11 @@ def test_cli_bad_config_is_one_line(tmp_path, capsys):
     from rsearch.cli import main
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text("demo:\n  compare_n: 2\n")
+    bad.write_text("demo:\n  compare:\n    n: 2\n")
     assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "compare_n" in err[0]
+    assert len(err) == 1 and "compare.n" in err[0]
+    bad.write_text("demo:\n  compare:\n    n_prompts: 20\n")  # an unknown key: named, with its section
+    assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "demo.compare: unknown option 'n_prompts'" in err[0]

@@ -57,6 +57,17 @@ def test_fan_out_scoring_matches_local(pool, spec):
     assert fanned_search.best.ids == local_search.best.ids
 
 
+def test_fan_out_is_an_option_of_the_one_run_many_path(pool, expected, tmp_path):
+    """fan_out=True: prefixes in turn here, each search's scoring spread over the workers; same searches."""
+    got = run_many(pool.spec, PREFIXES[:2], pool=pool, fan_out=True, run_dir=tmp_path)
+    for g, e in zip(got, expected[:2]):
+        assert g.best.ids == e.best.ids and g.evaluations == e.evaluations
+        assert g.best_so_far == pytest.approx(e.best_so_far, abs=1e-5)
+    again = run_many(pool.spec, PREFIXES[:2], pool=pool, fan_out=True, run_dir=tmp_path, resume=True,
+                     on_result=lambda *_: pytest.fail("a finished prefix ran again"))
+    assert again == got
+
+
 def test_killed_worker_loses_no_result(pool, expected, tmp_path, ray_cluster):
     ray = ray_cluster
     pids = set(ray.get([a.ping.remote() for a in pool.actors]))

@@ -1,9 +1,9 @@
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-from rsearch.config import Config, check
+from rsearch.config import Config, add_config_arguments, check, config_from_args, setting
 from rsearch.errors import RsearchError
 from rsearch.io_utils import append_jsonl, atomic_path, read_jsonl
 from rsearch.models import load_model, model_fingerprint
@@ -63,3 +63,39 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with open(tmp_path / "r.jsonl", "a") as f:
         f.write('{"a": 2')  # a torn last line, as after a crash
     assert read_jsonl(tmp_path / "r.jsonl") == [{"a": 1}]
+
+
+@dataclass(frozen=True)
+class _Inner(Config):
+    depth: int = 2
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Job(Config):
+    size: int = setting(3, short="-s", help="how big")
+    names: tuple[str, ...] = setting((), flag="--name", repeat=True)
+    fast: bool = setting(False)
+    out: str = setting("runs/x", runtime=True)
+    inner: _Inner = field(default_factory=lambda: _Inner(depth=5))
+
+
+def test_flags_yaml_and_cache_keys_come_from_the_fields(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, _Job, config_file="a YAML file")
+    assert "how big (default 3)" in parser.format_help()
+    (tmp_path / "c.yaml").write_text("job:\n  size: 4\n  inner: {tags: [a]}\n")
+    args = parser.parse_args(["--config", str(tmp_path / "c.yaml"), "-s", "9", "--name", "p , q", "--name", "r",
+                              "--fast"])
+    cfg = config_from_args(args, _Job, "job")
+    # the flag wins over the file; a section given in part keeps the rest of its default (depth 5, not 2)
+    assert cfg == _Job(size=9, names=("p , q", "r"), fast=True, inner=_Inner(depth=5, tags=("a",)))
+    assert config_from_args(parser.parse_args([]), _Job, "job") == _Job()
+    assert "out" not in cfg.key_dict() and cfg.key_dict()["inner"] == {"depth": 5, "tags": ("a",)}
+    assert cfg.replace(inner={"depth": 1}).inner == _Inner(depth=1, tags=("a",))
+    with pytest.raises(RsearchError, match=r"job.inner: unknown option 'dpeth'"):
+        _Job.from_dict({"inner": {"dpeth": 1}}, where="job")
+    with pytest.raises(RsearchError, match="size: expected int"):
+        config_from_args(parser.parse_args(["-s", "big"]), _Job, "job")

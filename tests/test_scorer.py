@@ -8,6 +8,7 @@ import torch
 from rsearch.probes import make_probe, save_probe
 from rsearch.chat import encode_conversation
 from rsearch.errors import RsearchError
+from rsearch.lm import sample_completions, sample_tokens, sequence_logprobs, span_logprobs
 from rsearch.scorer import ProbeScorer
 from tiny import tiny_model, tiny_tokenizer
 
@@ -102,21 +103,83 @@ def test_targets_splice_tokens_like_the_template():
         s.target("prompt", "hi", position="completion_mean")
 
 
-def test_sample_is_seeded_and_respects_allowed_and_stop():
+def test_sample_tokens_is_seeded_and_respects_allowed_and_stop():
     s = make_scorer()
     t = s.target("prompt", "what is")
     ctx = [t.context_ids, t.context_ids + (9,)]
-    a = s.sample(ctx, 6, generator=torch.Generator().manual_seed(3), stop_ids=t.stop_ids)
-    b = s.sample(ctx, 6, generator=torch.Generator().manual_seed(3), stop_ids=t.stop_ids)
+
+    def sample(contexts, n, **kw):
+        return sample_tokens(s.model, contexts, n, pad_id=s.pad_id, **kw)
+
+    a = sample(ctx, 6, generator=torch.Generator().manual_seed(3), stop_ids=t.stop_ids, allowed=t.allowed)
+    b = sample(ctx, 6, generator=torch.Generator().manual_seed(3), stop_ids=t.stop_ids, allowed=t.allowed)
     assert a == b
     for ids, stopped in a:
         assert 1 <= len(ids) <= 6 and all(t.allowed[i] for i in ids)
     only = torch.zeros(s.vocab_size, dtype=torch.bool)
     only[[9, 10]] = True
-    got = s.sample(ctx * 4, 5, generator=torch.Generator().manual_seed(0), allowed=only)
+    got = sample(ctx * 4, 5, generator=torch.Generator().manual_seed(0), allowed=only)
     assert all(set(ids) <= {9, 10} and len(ids) == 5 and not stopped for ids, stopped in got)
-    greedy = s.sample(ctx, 4, temperature=0)
-    assert greedy == s.sample(ctx, 4, temperature=0)
+    greedy = sample(ctx, 4, temperature=0)
+    assert greedy == sample(ctx, 4, temperature=0)
+    # a context alone draws what it draws in a batch (left padding and the mask keep rows apart)
+    alone = sample(ctx[1:], 4, temperature=0)
+    assert alone[0] == greedy[1]
+
+
+def test_sample_tokens_matches_generate_on_the_same_seed():
+    """The one decoding loop draws what transformers' generate draws (top_k=0, top_p=1, seeded alike)."""
+    s = make_scorer("mistral")
+    t = s.target("prompt", "what is")
+    ctx = [t.context_ids, t.context_ids + (9, 10)]
+    eos = s.tokenizer.eos_token_id
+    for min_new in (0, 1):
+        torch.manual_seed(11)
+        ids = torch.full((2, len(ctx[1])), s.pad_id)
+        ids[0, 2:], ids[1] = torch.tensor(ctx[0]), torch.tensor(ctx[1])
+        mask = (torch.arange(ids.shape[1])[None] >= torch.tensor([[2], [0]])).long()
+        gen = s.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_k=0, top_p=1.0,
+                               max_new_tokens=8, min_new_tokens=min_new, pad_token_id=s.pad_id, eos_token_id=eos)
+        want = []
+        for row in gen[:, ids.shape[1]:].tolist():
+            want.append((tuple(row[:row.index(eos)]), True) if eos in row else (tuple(row), False))
+        got = sample_tokens(s.model, ctx, 8, pad_id=s.pad_id, generator=torch.Generator().manual_seed(11),
+                            stop_ids=[eos], min_new_tokens=min_new)
+        assert got == want
+
+
+def test_sequence_logprobs_match_a_manual_sum_and_ignore_batching():
+    s = make_scorer("mistral")
+    tok, eos = s.tokenizer, s.tokenizer.eos_token_id
+    rows = [encode_conversation(tok, p, c) for p, c in (("what is two plus three", "the answer is five"),
+                                                         ("hello", "good"), ("list some animals", "cat dog bird"))]
+    got = sequence_logprobs(s.model, rows, pad_id=s.pad_id, eos_id=eos, batch_size=2)  # [3], padded batches
+    for i, row in enumerate(rows):
+        logits = s.model(input_ids=torch.tensor([row.ids])).logits[0]  # [seq, vocab], one row, no padding
+        a, b = row.completion
+        assert row.ids[b] == eos  # the end-of-turn token follows, and counts
+        want = sum(float(torch.log_softmax(logits[t - 1], -1)[row.ids[t]]) for t in range(a, b + 1))
+        assert float(got[i]) == pytest.approx(want, abs=1e-4)
+    mean = sequence_logprobs(s.model, rows, [r.completion for r in rows], pad_id=s.pad_id, mean=True)
+    assert float(mean[1]) == pytest.approx(float(s.span_logprob(rows[1:2], [rows[1].completion])[0]), abs=1e-6)
+    # the one-hot form of the targets gives the same numbers as the ids
+    ids = torch.tensor([rows[0].ids])
+    logits = s.model(input_ids=ids).logits
+    one_hot = torch.nn.functional.one_hot(ids, logits.shape[-1]).float()
+    span = [rows[0].completion]
+    assert torch.allclose(span_logprobs(logits, ids, span), span_logprobs(logits, one_hot, span), atol=1e-6)
+
+
+def test_sample_completions_are_seeded_per_batch():
+    s = make_scorer("mistral")
+    prompts = ["what is two plus three", "hello", "list some animals please"]
+    a = sample_completions(s.model, s.tokenizer, prompts, 3, seed=4, max_new_tokens=6, batch_size=4)
+    torch.manual_seed(123)  # the global RNG plays no part
+    torch.rand(7)
+    b = sample_completions(s.model, s.tokenizer, prompts, 3, seed=4, max_new_tokens=6, batch_size=4)
+    assert a == b and [len(x) for x in a] == [3, 3, 3]
+    assert all(1 <= c.n_tokens <= 6 and (c.ended or c.n_tokens == 6) for x in a for c in x)
+    assert sample_completions(s.model, s.tokenizer, prompts, 3, seed=5, max_new_tokens=6, batch_size=4) != a
 
 
 def test_from_file_loads_model_named_by_probe(tiny_search, tmp_path):

@@ -1,6 +1,10 @@
-"""The contract every registered strategy meets, run through the same checks, and GCG's token gradient against
-finite differences of the probe score."""
+"""The contract every registered strategy meets, run through the same checks (a pickle round trip included:
+strategies travel to Ray workers), a strategy run against a fake context, and the span gradient GCG asks for
+against finite differences of the probe score."""
 from __future__ import annotations
+
+import pickle
+import random
 
 import pytest
 import torch
@@ -10,8 +14,9 @@ from rsearch.probes import make_probe
 from rsearch.errors import RsearchError
 from rsearch.scorer import ProbeScorer
 from rsearch.searcher import Budget, SearchContext, Searcher
-from rsearch.strategies.base import REGISTRY, make_strategy
-from rsearch.strategies.gcg import filter_ids, sample_ids_from_grad, token_gradient
+from rsearch.strategies.base import REGISTRY, Candidate, Scored, StrategyContext, make_strategy
+from rsearch.strategies.gcg import filter_ids, sample_ids_from_grad
+from rsearch.targets import make_target
 from rsearch.strategies.optuna_templates import load_template
 from tiny import tiny_model, tiny_tokenizer
 
@@ -102,6 +107,64 @@ def test_strategy_contract(name, target, scorer, tiny_template):
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_strategy_pickle_round_trip(name, scorer, tiny_template):
+    """Strategies travel to Ray workers: one survives a pickle round trip and then searches the same."""
+    strategy = make_strategy(name, small_options(name, tiny_template))
+    clone = pickle.loads(pickle.dumps(strategy))
+    assert type(clone) is type(strategy) and clone.config == strategy.config
+    # the clone searches exactly as the original does
+    run = [Searcher(scorer, x, BUDGET, seed=3).optimize("what is") for x in (strategy, clone)]
+    assert run[0] == run[1]
+
+
+class FakeContext:
+    """A StrategyContext without a model: spans are drawn uniformly from a few words, the gradient prefers word 11."""
+
+    def __init__(self, target, seed=0):
+        self.target, self.seed = target, seed
+        self.rng = random.Random(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.words = [9, 10, 11, 12]
+        self.sampled: list[tuple] = []
+
+    def candidate(self, ids):
+        return Candidate(tuple(ids), self.target.decode(ids))
+
+    def valid(self, ids):
+        return self.target.valid(ids)
+
+    def sample_spans(self, bases, max_new_tokens, temperature=1.0, *, allowed=None, stop=True):
+        self.sampled.append((len(bases), max_new_tokens, stop))
+        return [(tuple(b) + tuple(self.rng.choice(self.words) for _ in range(max_new_tokens)), False) for b in bases]
+
+    def span_gradient(self, ids):
+        grad = torch.zeros(len(ids), len(self.target.allowed))
+        grad[:, 11] = 1.0
+        return grad
+
+
+def test_gcg_against_a_fake_context():
+    """GCG asks only what the protocol offers: it starts from a sampled span and moves along the gradient."""
+    target = make_target("prompt", tiny_tokenizer(), "what is", 64)
+    ctx = FakeContext(target)
+    assert isinstance(ctx, StrategyContext)
+    gcg = make_strategy("gcg", {"n_tokens": 4, "search_width": 8, "topk": 1, "allow_non_ascii": True})
+    gcg.setup(ctx)
+    (first,) = gcg.ask(8)
+    assert ctx.sampled == [(1, 4, False)] and len(first.ids) == 4  # the init: 4 tokens, no end-of-turn stop
+    gcg.tell([Scored(first, 0.0, 0.0)])
+    for step in range(3):
+        cands = gcg.ask(8)
+        assert cands and all(ctx.valid(c.ids) and c.ids != gcg.current for c in cands)
+        # top-1 of a gradient that prefers token 11: every candidate writes 11 at one position
+        assert all(sum(a != b for a, b in zip(c.ids, gcg.current)) == 1 and 11 in c.ids for c in cands)
+        best = max(cands, key=lambda c: c.ids.count(11))
+        gcg.tell([Scored(c, float(c.ids.count(11)), 0.0) for c in cands])
+        assert gcg.current == best.ids
+    assert gcg.current.count(11) >= min(4, first.ids.count(11) + 3)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_seconds_budget_stops_search(name, scorer, tiny_template):
     options = small_options(name, tiny_template)
     result = Searcher(scorer, name, Budget(evaluations=None, seconds=0.3), options=options).optimize("hello")
@@ -117,8 +180,9 @@ def test_gcg_token_gradient_matches_finite_differences():
     s = ProbeScorer(probe, model, tiny_tokenizer(), metadata={"hook": "blocks.2.hook_resid_pre", "position": "-1"})
     target = s.target("prompt", "what is")
     ctx = SearchContext(s, target, Searcher(s, "gcg", 1).objective, seed=0)
+    assert isinstance(ctx, StrategyContext)
     ids = torch.tensor([9, 10, 11, 12])
-    grad = token_gradient(ctx, ids)                                              # [span, vocab]
+    grad = ctx.span_gradient(ids.tolist())                                      # [span, vocab]
     w_e = s.embedding_matrix
 
     def score_of(one_hot):

@@ -21,7 +21,7 @@ def subjects(tmp_path_factory):
 def test_sweep_writes_table_heatmap_and_a_probe_that_reads_reward(subjects, tmp_path):
     cfg = TrainProbeConfig(model=str(subjects / "model"), dataset=str(subjects / "fb.jsonl"), sweep=True,
                            positions=("user_end", "completion_mean", "-1"), out=str(tmp_path / "out"),
-                           store_dir=str(tmp_path / "store"), progress=False)
+                           store_dir=str(tmp_path / "store"))
     result = train_probes(cfg)
     assert len(result.rows) == 3 * 3
     assert (tmp_path / "out" / "heatmap.png").stat().st_size > 1000

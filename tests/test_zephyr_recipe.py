@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from rsearch.config import load_yaml
+from rsearch.cli import build_parser
+from rsearch.config import config_from_args, load_yaml
 from rsearch.jobs.compare import CompareConfig
-from rsearch.jobs.demo import DemoConfig, config_from_args, run_demo
+from rsearch.jobs.demo import run_demo
+from rsearch.jobs.demo_config import DemoConfig
 from rsearch.jobs.train_probe import TrainProbeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,16 +23,17 @@ def test_recipe_names_the_real_subjects():
     raw = load_yaml(ZEPHYR)
     TrainProbeConfig.from_dict(raw["train_probe"], where="train_probe")
     compare = CompareConfig.from_dict(raw["compare"], where="compare")
-    args = type("A", (), {"config": str(ZEPHYR), "out": None, "organism_size": None, "seed": None, "device": None,
-                          "quiet": True})()
-    demo = config_from_args(args)
+    # the shipped recipe by name, as `rsearch demo --config zephyr` reads it (a flag overrides the file)
+    demo = config_from_args(build_parser("demo").parse_args(["demo", "--config", "zephyr", "--seed", "3"]),
+                            DemoConfig, "demo")
+    assert demo.seed == 3
     for cfg in (compare, demo):
         assert cfg.pre == "HuggingFaceH4/mistral-7b-sft-beta" and cfg.post == "HuggingFaceH4/zephyr-7b-beta"
         assert cfg.dataset == "HuggingFaceH4/ultrafeedback_binarized"
         assert cfg.dtype == "bfloat16" and cfg.device == "cuda" and cfg.beta == 0.1 and cfg.rater == "none"
-    assert (demo.train_split, demo.test_split) == ("train_prefs", "test_prefs")
-    assert demo.store_dtype == "float16" and max(demo.layers) < 32
-    assert set(demo.search_options) == set(demo.strategies)  # the `search:` section: options per strategy
+    assert (demo.train_probe.train_split, demo.test_split) == ("train_prefs", "test_prefs")
+    assert demo.train_probe.store_dtype == "float16" and max(demo.train_probe.layers) < 32
+    assert set(demo.search.options) == set(demo.search.strategies)  # options per strategy
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +55,23 @@ def local_subjects(tmp_path_factory):
 
 
 def test_recipe_code_path_on_tiny_models(local_subjects, tmp_path):
-    raw = load_yaml(ZEPHYR)
-    data = dict(raw["demo"])
-    data["search_options"] = {k: dict(v) for k, v in raw["search"].items()}
-    data["search_options"]["optuna"]["template"] = str(local_subjects / "template.yaml")
-    data["search_options"]["gcg"].update(n_tokens=4, search_width=8, topk=8)
-    data.update(  # the same recipe, shrunk to the local sample and tiny models, on the CPU
+    recipe = DemoConfig.from_yaml(ZEPHYR, section="demo")
+    options = {k: dict(v) for k, v in recipe.search.options.items()}
+    options["optuna"]["template"] = str(local_subjects / "template.yaml")
+    options["gcg"].update(n_tokens=4, search_width=8, topk=8)
+    cfg = recipe.replace(  # the same recipe, shrunk to the local sample and tiny models, on the CPU
         pre=str(local_subjects / "pre"), post=str(local_subjects / "post"), dataset=str(local_subjects / "data"),
-        device=os.environ.get("RSEARCH_TEST_DEVICE", "cpu"), layers=[L for L in data["layers"] if L < 3][-1:], max_train=60, max_test=30, compare_n=12,
-        compare_k=2, max_new_tokens=8, sample_batch_size=16, search_budget=8, search_prefixes=["what is"],
-        random_prompts=4, n_random=100, n_boot=200, out=str(tmp_path / "zephyr"), progress=False)
-    cfg = DemoConfig.from_dict(data, where="demo")
-    assert cfg.dtype == "bfloat16" and cfg.store_dtype == "float16"
+        device=os.environ.get("RSEARCH_TEST_DEVICE", "cpu"), out=str(tmp_path / "zephyr"),
+        train_probe={"layers": [L for L in recipe.train_probe.layers if L < 3][-1:], "max_train": 60, "max_test": 30},
+        compare={"n": 12, "k": 2, "max_new_tokens": 8, "sample_batch_size": 16, "n_boot": 200},
+        search={"budget": 8, "prefixes": ["what is"], "random_prompts": 4, "options": options},
+        direction={"n_random": 100})
+    assert cfg.dtype == "bfloat16" and cfg.train_probe.store_dtype == "float16"
     report = run_demo(cfg)
     out = Path(cfg.out)
     sweep = json.loads((out / "probes" / "metrics.json").read_text())
     assert {r["layer"] for r in sweep["rows"]} == {2}
-    assert {r["position"] for r in sweep["rows"]} == set(cfg.positions)
+    assert {r["position"] for r in sweep["rows"]} == set(cfg.train_probe.positions)
     compare = json.loads((out / "compare" / "compare.json").read_text())
     assert compare["rater"] is None and compare["beta"] == 0.1 and "true_reward" not in compare["metrics"]
     q = {a["id"]: a for a in report["answers"]}

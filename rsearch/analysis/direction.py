@@ -18,7 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from rsearch.activations import extract
 from rsearch.analysis.stats import bootstrap_ci
+from rsearch.positions import parse_position
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -88,9 +90,6 @@ def capture_both(pre_model, post_model, rows, layers: Sequence[int], position: s
                  hook_kind: str = "resid_pre", batch_size: int = 16, progress: bool = False
                  ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """{layer: `[n_rows, d_model]`} activations of the same rows in each model at `position`."""
-    from rsearch.activations import extract
-    from rsearch.positions import parse_position
-
     position = parse_position(position).spec
     hooks = [f"blocks.{L}.hook_{hook_kind}" for L in layers]
     got = [extract(m, rows, hooks, [position], pad_id=pad_id, batch_size=batch_size, progress=progress)

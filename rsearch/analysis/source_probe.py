@@ -15,8 +15,12 @@ from typing import Any, Sequence
 
 import torch
 
-from rsearch.probes.metrics import wilson_interval
+from rsearch.activations import extract
 from rsearch.chat import Encoded
+from rsearch.hooks import parse_hook
+from rsearch.probes import FitConfig, ProbeData, auroc, fit_probe, predict
+from rsearch.probes.controls import length_features
+from rsearch.probes.metrics import wilson_interval
 
 
 def split_groups(groups: Sequence[Any], fractions: Sequence[float], seed: int) -> list[list[int]]:
@@ -35,8 +39,6 @@ def split_groups(groups: Sequence[Any], fractions: Sequence[float], seed: int) -
 
 
 def _accuracy(scores: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    from rsearch.probes import auroc
-
     correct = float(((scores > 0).float() == y).sum())
     n = int(y.numel())
     lo, hi = wilson_interval(correct, n)
@@ -63,10 +65,6 @@ def fit_source_probes(acts: dict[tuple[str, str], torch.Tensor], labels: Sequenc
         {"rows": [per cell: hook, layer, position, val, test], "best": the row chosen on validation,
          "length_control": test metrics of a length-only classifier, "n": split sizes, "split": how}.
     """
-    from rsearch.probes import FitConfig, ProbeData, fit_probe, predict
-    from rsearch.probes.controls import length_features
-    from rsearch.hooks import parse_hook
-
     y = torch.tensor([float(v) for v in labels])
     lens = torch.tensor([float(v) for v in lengths])
     parts = split_groups(groups, fractions, seed)
@@ -97,8 +95,6 @@ def source_probe(model, tokenizer, rows: Sequence[Encoded], labels: Sequence[int
                  acts: dict | None = None) -> dict[str, Any]:
     """Extracts activations of `rows` from `model` (unless `acts` is given) and runs `fit_source_probes`."""
     if acts is None:
-        from rsearch.activations import extract
-
         hooks = [f"blocks.{L}.hook_{hook_kind}" for L in layers]
         acts = extract(model, rows, hooks, list(positions), pad_id=tokenizer.pad_token_id, batch_size=batch_size,
                        progress=progress)

@@ -12,52 +12,68 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rsearch.config import load_yaml
+from rsearch.config import (Config, add_config_arguments, check, config_from_args, load_yaml, runtime_fields,
+                            setting)
 from rsearch.errors import RsearchError
 from rsearch.io_utils import save_figure, write_json
 from rsearch.searcher import Budget, Objective, SearchResult
 
-# settings that may change on --resume without changing any result
-_RUNTIME_ONLY = ("workers", "ray_address", "resume", "out", "fan_out", "device", "batch_size", "quiet")
+log = logging.getLogger("rsearch.run")
 
 
-def add_arguments(p) -> None:
-    p.add_argument("--probe", required=True, help="probe file (.pt or .safetensors) written by train-probe")
-    p.add_argument("--strategy", default="beam", help="beam, gcg, optuna or random (default beam)")
-    p.add_argument("--prefix", action="append", default=[], help="start of the user's message (repeatable)")
-    p.add_argument("--prefixes", metavar="FILE", help="a file of prefixes, one per line (.jsonl: a 'prefix' key)")
-    p.add_argument("--target", choices=("prompt", "completion"), default="prompt",
-                   help="search the rest of the user's message (prompt) or the assistant's answer (completion)")
-    p.add_argument("--position", help="where the probe reads (default: user_end for prompt, the answer's end)")
-    p.add_argument("--budget", type=int, default=256, help="scored candidates per prefix (default 256)")
-    p.add_argument("--seconds", type=float, help="also stop each search after this many seconds")
-    p.add_argument("--logprob-weight", type=float, default=0.0,
-                   help="λ: add λ × mean log-prob of the searched span (stay in the model's distribution)")
-    p.add_argument("--length-penalty", type=float, default=0.0, help="subtract this per span token")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="a strategy option (repeatable), e.g. --set width=8")
-    p.add_argument("--options", metavar="YAML", help="strategy options from a YAML mapping (or its section "
-                   "named after the strategy); --set wins")
-    p.add_argument("--workers", type=int, default=0, help="Ray workers (0: in-process, no Ray)")
-    p.add_argument("--ray-address", help="join a Ray cluster ('auto': the one `ray start` began)")
-    p.add_argument("--fan-out", action="store_true",
-                   help="score each search's candidates on all workers (for one large search)")
-    p.add_argument("--out", help="run directory (default runs/<strategy>-<hash of the settings>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out, skipping finished prefixes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--top-k", type=int, default=10, help="candidates kept per prefix and shown (default 10)")
-    p.add_argument("--model", help="model to read (default: the one the probe names)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+@dataclass(frozen=True)
+class RunConfig(Config):
+    """Settings of `rsearch run`; each field's help is its flag's. Runtime-only fields (where and how it runs)
+    may change on --resume; the prefixes and strategy options are keyed by their content (run.json's
+    prefixes_sha and strategy_options), not by the flags that gave them."""
+
+    probe: str = setting("", help="probe file (.pt or .safetensors) written by train-probe")
+    strategy: str = setting("beam", help="beam, gcg, optuna or random")
+    prefix: tuple[str, ...] = setting((), repeat=True, runtime=True, metavar="TEXT",
+                                      help="start of the user's message (repeatable)")
+    prefixes: str = setting("", runtime=True, metavar="FILE",
+                            help="a file of prefixes, one per line (.jsonl: a 'prefix' key)")
+    target: str = setting("prompt", choices=("prompt", "completion"),
+                          help="search the rest of the user's message (prompt) or the assistant's answer")
+    position: str | None = setting(None, help="where the probe reads (default: user_end for prompt, the answer's end)")
+    budget: int = setting(256, help="scored candidates per prefix")
+    seconds: float | None = setting(None, help="also stop each search after this many seconds")
+    logprob_weight: float = setting(0.0, help="λ: add λ × mean log-prob of the searched span (stay in the "
+                                    "model's distribution)")
+    length_penalty: float = setting(0.0, help="subtract this per span token")
+    sets: tuple[str, ...] = setting((), flag="--set", repeat=True, runtime=True, metavar="KEY=VALUE",
+                                    help="a strategy option (repeatable), e.g. --set width=8")
+    options: str = setting("", runtime=True, metavar="YAML", help="strategy options from a YAML mapping (or its "
+                           "section named after the strategy); --set wins")
+    workers: int = setting(0, runtime=True, help="Ray workers (0: in-process, no Ray)")
+    ray_address: str | None = setting(None, runtime=True,
+                                      help="join a Ray cluster ('auto': the one `ray start` began)")
+    fan_out: bool = setting(False, runtime=True,
+                            help="score each search's candidates on all workers (for one large search)")
+    out: str = setting("", runtime=True, help="run directory (default runs/<strategy>-<hash of the settings>)")
+    resume: bool = setting(False, runtime=True, help="continue the run in --out, skipping finished prefixes")
+    seed: int = setting(0)
+    top_k: int = setting(10, help="candidates kept per prefix and shown")
+    model: str | None = setting(None, help="model to read (default: the one the probe names)")
+    device: str = setting("auto", runtime=True)
+    dtype: str = setting("float32")
+    batch_size: int = setting(32, runtime=True, help="rows per scoring forward")
+
+    def __post_init__(self) -> None:
+        check(self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}")
+        check(self.top_k >= 1, f"--top-k must be at least 1, got {self.top_k}")
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser, RunConfig)
 
 
 # ----- inputs -----
@@ -77,7 +93,7 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def strategy_options(args) -> dict[str, Any]:
+def strategy_options(args: RunConfig) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.options:
         data = load_yaml(args.options)
@@ -87,7 +103,7 @@ def strategy_options(args) -> dict[str, Any]:
     return options
 
 
-def read_prefixes(args) -> list[str]:
+def read_prefixes(args: RunConfig) -> list[str]:
     prefixes = list(args.prefix)
     if args.prefixes:
         path = Path(args.prefixes)
@@ -111,7 +127,7 @@ def read_prefixes(args) -> list[str]:
     return prefixes
 
 
-def check_probe(args) -> dict[str, Any]:
+def check_probe(args: RunConfig) -> dict[str, Any]:
     """Reads the probe's metadata and checks it fits the model (from its config alone, before any worker)."""
     from rsearch.probes import load_probe
     from rsearch.scorer import probe_model_mismatch
@@ -134,22 +150,27 @@ def check_probe(args) -> dict[str, Any]:
     return meta
 
 
-def settings(args, options: dict, prefixes: list[str]) -> dict[str, Any]:
-    d = {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("command", "sets", "options",
-                                                                                     "prefix", "prefixes")}
-    d["probe"] = str(Path(args.probe).resolve())
+def run_settings(cfg: RunConfig, options: dict, prefixes: list[str]) -> dict[str, Any]:
+    """run.json: the settings, with the prefixes and strategy options by content."""
+    d = {k: v for k, v in cfg.to_dict().items() if k not in ("prefix", "prefixes", "sets", "options")}
+    d["probe"] = str(Path(cfg.probe).resolve())
     d["strategy_options"] = options
     d["prefixes_sha"] = hashlib.sha256("\n".join(prefixes).encode()).hexdigest()[:16]
     d["n_prefixes"] = len(prefixes)
     return d
 
 
-def run_directory(args, config: dict[str, Any]) -> Path:
-    if args.out:
-        return Path(args.out)
-    key = {k: v for k, v in config.items() if k not in _RUNTIME_ONLY}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return Path("runs") / f"{args.strategy}-{digest}"
+def result_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of run.json that decides the results (a resumed run must match it)."""
+    runtime = runtime_fields(RunConfig)
+    return {k: v for k, v in config.items() if k not in runtime}
+
+
+def run_directory(cfg: RunConfig, config: dict[str, Any]) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    digest = hashlib.sha256(json.dumps(result_settings(config), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path("runs") / f"{cfg.strategy}-{digest}"
 
 
 def check_resume(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
@@ -161,9 +182,7 @@ def check_resume(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
             raise RsearchError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
         return
     old = json.loads(saved.read_text())
-    for k, v in config.items():
-        if k in _RUNTIME_ONLY:
-            continue
+    for k, v in result_settings(config).items():
         if json.dumps(old.get(k), sort_keys=True, default=str) != json.dumps(v, sort_keys=True, default=str):
             raise RsearchError(f"--resume with different settings: {k} was {old.get(k)!r}, now {v!r}")
 
@@ -211,22 +230,21 @@ def main(args) -> int:
     from rsearch.distributed import RayPool, SearchSpec, run_many
     from rsearch.strategies.base import make_strategy
 
+    args = config_from_args(args, RunConfig, "run")
+    if not args.probe:
+        raise RsearchError("the following arguments are required: --probe")
     # every input is checked before any model loads or worker starts
     budget = Budget(evaluations=args.budget, seconds=args.seconds)
     objective = Objective(logprob_weight=args.logprob_weight, length_penalty=args.length_penalty)
     options = strategy_options(args)
     make_strategy(args.strategy, options)
     prefixes = read_prefixes(args)
-    if args.workers < 0:
-        raise RsearchError(f"--workers must be ≥ 0, got {args.workers}")
-    if args.top_k < 1:
-        raise RsearchError(f"--top-k must be at least 1, got {args.top_k}")
     if args.position is not None:
         from rsearch.positions import parse_position
 
         parse_position(args.position)
     check_probe(args)
-    config = settings(args, options, prefixes)
+    config = run_settings(args, options, prefixes)
     run_dir = run_directory(args, config)
     check_resume(run_dir, config, args.resume)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -239,9 +257,8 @@ def main(args) -> int:
                       batch_size=args.batch_size, threads=threads)
 
     def progress(index: int, r: SearchResult) -> None:
-        if not args.quiet:
-            print(f"[{index + 1}/{len(prefixes)}] best {r.best_score:.4f} after {r.evaluations} evaluations "
-                  f"({r.seconds:.1f}s): {r.best.prompt!r}", file=sys.stderr, flush=True)
+        log.info(f"[{index + 1}/{len(prefixes)}] best {r.best_score:.4f} after {r.evaluations} evaluations "
+                 f"({r.seconds:.1f}s): {r.best.prompt!r}")
 
     use_ray = args.workers > 0 or args.ray_address is not None
     if args.fan_out and use_ray:
@@ -265,5 +282,5 @@ def main(args) -> int:
         "results": [{"prefix": r.prefix, "best_score": r.best_score, "best_probe": r.best.probe_score,
                      "best_prompt": r.best.prompt, "evaluations": r.evaluations, "seconds": round(r.seconds, 3)}
                     for r in results]})
-    print(f"run directory: {run_dir}", file=sys.stderr)
+    log.info(f"run directory: {run_dir}")
     return 0

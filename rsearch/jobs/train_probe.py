@@ -20,13 +20,16 @@ import torch
 from rsearch.probes.fitters import FitConfig
 from rsearch.activations import build_store, default_store_root
 from rsearch.chat import encode_conversation
-from rsearch.config import Config, check, load_yaml
+from rsearch.config import Config, add_config_arguments, check, config_from_args, setting
 from rsearch.data import FeedbackPair, load_splits
 from rsearch.errors import RsearchError
 from rsearch.hooks import n_layers, parse_hook
-from rsearch.io_utils import atomic_path, save_figure, write_json, write_text
+from rsearch.io_utils import atomic_path, save_figure, write_text
+from rsearch.log import show_progress
 from rsearch.models import load_model, model_fingerprint
 from rsearch.positions import parse_position
+from rsearch.results import SweepResult
+from rsearch.subjects import resolve_subjects
 
 SWEEP_POSITIONS = ("user_end", "completion_start", "completion_frac:0.5", "completion_end", "-1", "completion_mean")
 PROMPT_ONLY = ("user_end",)
@@ -43,40 +46,40 @@ class TrainProbeConfig(Config):
         max_tokens: pairs with a conversation longer than this are left out (and counted).
     """
 
-    model: str = ""
-    revision: str | None = None
-    dtype: str = "float32"
-    device: str = "auto"
-    trust_remote_code: bool = False
-    dataset: str = ""
-    train_split: str = "train_prefs"
-    test_split: str | None = "test_prefs"
-    val_fraction: float = 0.1
-    max_train: int | None = None
-    max_test: int | None = None
-    max_tokens: int = 2048
-    hook: str = ""
-    position: str = "-1"
-    sweep: bool = False
-    layers: tuple[int, ...] = ()
-    hook_kind: str = "resid_pre"
-    positions: tuple[str, ...] = SWEEP_POSITIONS
-    probe_kind: str = "linear"
+    model: str = setting("", help="hub id or local HF model directory (default: the organism's post-RL model)")
+    revision: str | None = setting(None, help="model revision")
+    dtype: str = setting("float32", help="model dtype")
+    device: str = setting("auto", runtime=True, help="cpu, cuda or auto")
+    trust_remote_code: bool = setting(False, help="run the model repository's own code (only on request)")
+    dataset: str = setting("", help="hub id, JSONL/parquet file or directory (default: the organism's data)")
+    train_split: str = setting("train_prefs")
+    test_split: str | None = setting("test_prefs")
+    val_fraction: float = setting(0.1, help="share of train pairs held out for validation")
+    max_train: int | None = setting(None, help="train pairs (default all)")
+    max_test: int | None = setting(None, help="test pairs (default all)")
+    max_tokens: int = setting(2048, help="pairs with a longer conversation are left out")
+    hook: str = setting("", help="hook point, e.g. blocks.24.hook_resid_pre or 24.resid_pre")
+    position: str = setting("-1", help="-1, user_end, completion_start, completion_frac:F, completion_mean, …")
+    sweep: bool = setting(False, help="every layer × the listed positions")
+    layers: tuple[int, ...] = setting((), help="comma-separated layers for --sweep (default: all)")
+    hook_kind: str = setting("resid_pre", choices=("resid_pre", "resid_post"))
+    positions: tuple[str, ...] = setting(SWEEP_POSITIONS, help="comma-separated positions for --sweep")
+    probe_kind: str = setting("linear", choices=("linear", "mlp"))
     # fitting: FitConfig's defaults, so the job and the library never disagree
-    objective: str = FitConfig.objective
-    fitter: str = FitConfig.fitter
-    lr: float = FitConfig.lr
-    batch_size: int = FitConfig.batch_size
-    weight_decay: float = FitConfig.weight_decay
-    max_epochs: int = FitConfig.max_epochs
-    patience: int = FitConfig.patience
-    extract_batch_size: int = 16
-    store_dtype: str = "float32"
-    store_dir: str = ""
-    organism_size: str = "demo"
-    seed: int = 0
-    out: str = "runs/train-probe"
-    progress: bool = True
+    objective: str = setting(FitConfig.objective, choices=("pairwise", "regression", "classification"))
+    fitter: str = setting(FitConfig.fitter, choices=("fast", "sgd"))
+    lr: float = setting(FitConfig.lr)
+    batch_size: int = setting(FitConfig.batch_size, help="probe training batch size")
+    weight_decay: float = setting(FitConfig.weight_decay)
+    max_epochs: int = setting(FitConfig.max_epochs)
+    patience: int = setting(FitConfig.patience)
+    extract_batch_size: int = setting(16, help="rows per extraction forward pass")
+    store_dtype: str = setting("float32", choices=("float32", "float16"), help="activation store dtype")
+    store_dir: str = setting("", runtime=True, help="activation store root (default $RSEARCH_HOME/activations)")
+    organism_size: str = setting("demo", choices=("tiny", "demo"),
+                                 help="the organism used where --model/--dataset are left out")
+    seed: int = setting(0)
+    out: str = setting("runs/train-probe", runtime=True, help="output directory")
 
     def __post_init__(self) -> None:
         check(0 < self.val_fraction < 0.5, f"val_fraction: must be in (0, 0.5), got {self.val_fraction}")
@@ -115,16 +118,6 @@ class TrainProbeResult:
     n_pairs: dict[str, int]
 
 
-def resolve_subjects(cfg: TrainProbeConfig) -> tuple[str, str]:
-    """The model and dataset to use: as configured, else the embedded organism's (built if needed)."""
-    if cfg.model and cfg.dataset:
-        return cfg.model, cfg.dataset
-    from rsearch.organism import ensure
-
-    org = ensure(cfg.organism_size, seed=cfg.seed, progress=cfg.progress)
-    return cfg.model or str(org.post_dir), cfg.dataset or str(org.data_dir)
-
-
 def encode_pairs(tokenizer, pairs: Sequence[FeedbackPair], max_tokens: int) -> tuple[list, list[FeedbackPair]]:
     """Two rows per kept pair (chosen, rejected); pairs with a row over max_tokens are dropped."""
     rows, kept = [], []
@@ -159,7 +152,9 @@ def train_probes(cfg: TrainProbeConfig) -> TrainProbeResult:
     """Runs the job; see the module docstring. Writes probes, metrics.csv/json and (sweeps) a heatmap."""
     from rsearch.probes import evaluate, fit_probe, save_probe, with_controls
 
-    model_name, dataset = resolve_subjects(cfg)
+    subjects = resolve_subjects(post=cfg.model, dataset=cfg.dataset, organism_size=cfg.organism_size, seed=cfg.seed,
+                                need_pre=False)
+    model_name, dataset = subjects.post, subjects.dataset
     out = Path(cfg.out)
     model, tokenizer = load_model(model_name, cfg.dtype, cfg.device, cfg.revision, cfg.trust_remote_code)
     n = n_layers(model)
@@ -189,7 +184,7 @@ def train_probes(cfg: TrainProbeConfig) -> TrainProbeResult:
     store_root = Path(cfg.store_dir) if cfg.store_dir else default_store_root()
     store = build_store(model, all_rows, hooks, positions, root=store_root,
                         model_key=model_fingerprint(model, model_name), pad_id=tokenizer.pad_token_id,
-                        batch_size=cfg.extract_batch_size, dtype=cfg.store_dtype, progress=cfg.progress)
+                        batch_size=cfg.extract_batch_size, dtype=cfg.store_dtype, progress=show_progress())
     del model
 
     table: list[ProbeRow] = []
@@ -259,12 +254,10 @@ def write_metrics(out: Path, table: Sequence[ProbeRow], best: ProbeRow, cfg: Tra
     for row in table:
         writer.writerow(_flat(row))
     write_text(out / "metrics.csv", buf.getvalue())
-    write_json(out / "metrics.json", {
-        "config": cfg.to_dict(), "n_pairs": n_pairs, "best": _flat(best),
-        "best_probe": str(out / "best_probe.safetensors"),
-        "rows": [{**_flat(r), "val": r.val, "test": r.test, "length_control": r.length_control,
-                  "shuffled_control": r.shuffled_control} for r in table],
-    })
+    SweepResult(config=cfg.to_dict(), n_pairs=n_pairs, best=_flat(best),
+                best_probe=str(out / "best_probe.safetensors"),
+                rows=[{**_flat(r), "val": r.val, "test": r.test, "length_control": r.length_control,
+                       "shuffled_control": r.shuffled_control} for r in table]).save(out)
 
 
 def write_heatmap(path: Path, table: Sequence[ProbeRow]) -> None:
@@ -299,44 +292,12 @@ def write_heatmap(path: Path, table: Sequence[ProbeRow]) -> None:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="YAML file (top-level keys, or a `train_probe:` section)")
-    parser.add_argument("--model", help="hub id or local HF model directory (default: the organism's post-RL model)")
-    parser.add_argument("--revision")
-    parser.add_argument("--dataset", help="hub id, JSONL/parquet file or directory (default: the organism's data)")
-    parser.add_argument("--hook", help="hook point, e.g. blocks.24.hook_resid_pre or 24.resid_pre")
-    parser.add_argument("--position", help="-1, user_end, completion_start, completion_frac:F, completion_mean, …")
-    parser.add_argument("--probe-kind", choices=("linear", "mlp"))
-    parser.add_argument("--objective", choices=("pairwise", "regression", "classification"))
-    parser.add_argument("--fitter", choices=("fast", "sgd"))
-    parser.add_argument("--sweep", action="store_true", default=None, help="every layer × the listed positions")
-    parser.add_argument("--layers", help="comma-separated layers for --sweep (default: all)")
-    parser.add_argument("--positions", help="comma-separated positions for --sweep")
-    parser.add_argument("--max-train", type=int)
-    parser.add_argument("--max-test", type=int)
-    parser.add_argument("--dtype")
-    parser.add_argument("--device")
-    parser.add_argument("--organism-size", choices=("tiny", "demo"))
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--trust-remote-code", action="store_true", default=None)
-    parser.add_argument("--out", help="output directory")
-
-
-def config_from_args(args) -> TrainProbeConfig:
-    data: dict[str, Any] = {}
-    if args.config:
-        raw = load_yaml(args.config)
-        data = dict(raw["train_probe"] if "train_probe" in raw else raw)
-    for key in ("model", "revision", "dataset", "hook", "position", "probe_kind", "objective", "fitter", "sweep",
-                "layers", "positions", "max_train", "max_test", "dtype", "device", "organism_size", "seed",
-                "trust_remote_code", "out"):
-        value = getattr(args, key, None)
-        if value is not None:
-            data[key] = value
-    return TrainProbeConfig.from_dict(data, where="train_probe")
+    add_config_arguments(parser, TrainProbeConfig, config_file="YAML file (top-level keys, or a `train_probe:` "
+                         "section), or a shipped recipe by name (zephyr)")
 
 
 def main(args) -> int:
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, TrainProbeConfig, "train_probe")
     result = train_probes(cfg)
     b = result.best
     print(f"pairs: train {result.n_pairs['train']}, val {result.n_pairs['val']}, test {result.n_pairs['test']}")

@@ -28,14 +28,15 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from rsearch.analysis.stats import bootstrap_ci
 from rsearch.errors import RsearchError
 from rsearch.io_utils import write_json, write_text
+from rsearch.lm import sample_completions
 from rsearch.organism import rater
 from rsearch.organism import world as W
 from rsearch.organism.config import BUILD_VERSION, OrganismConfig
 from rsearch.organism.dpo import batched_logps, train_dpo
 from rsearch.organism.feedback import rate, split_prompts
-from rsearch.organism.sampling import sample_completions
 from rsearch.organism.sft import encode_conversations, new_model, train_sft
 from rsearch.organism.tokenizer import build_tokenizer, render
 
@@ -130,18 +131,14 @@ def _mean(xs: list[float]) -> float:
     return round(statistics.fmean(xs), 4) if xs else float("nan")
 
 
-def bootstrap_diff(pre: np.ndarray, post: np.ndarray, n: int, seed: int) -> tuple[float, float, float]:
-    """Mean of post − pre with a paired percentile bootstrap 95% CI over prompts.
-
-    Args:
-        pre, post: [n_prompts] per-prompt mean true rewards of the two models' completions.
-    """
-    d = post - pre  # [n_prompts]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(n, len(d)))  # [n, n_prompts]
-    means = d[idx].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(d.mean()), float(lo), float(hi)
+def _sample_texts(model, tok, prompts: list[str], cfg: OrganismConfig, *, seed: int, progress: bool,
+                  desc: str) -> list[list[str]]:
+    """cfg.samples_per_prompt completions per prompt, as text. Batches keep the prompts' order and a completion may
+    be empty (EOS first), as every organism so far was sampled."""
+    got = sample_completions(model, tok, prompts, cfg.samples_per_prompt, seed=seed, max_new_tokens=cfg.max_new_tokens,
+                             batch_size=cfg.sample_batch, min_new_tokens=0, sort_by_length=False, progress=progress,
+                             desc=desc)
+    return [[c.text for c in cs] for cs in got]
 
 
 def _features_summary(pairs: list[tuple[str, str]]) -> dict[str, float]:
@@ -226,9 +223,8 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         # 2. feedback data: sample from the SFT model, rate with noise, binarize
         train_p, test_p = split_prompts(cfg.n_train_prompts, cfg.n_test_prompts, cfg.seed)
         _say(progress, f"sampling {cfg.samples_per_prompt} completions for {len(train_p) + len(test_p):,} prompts")
-        comps = sample_completions(pre, tok, [p.text for p in train_p + test_p], cfg.samples_per_prompt,
-                                   seed=cfg.seed * 10 + 1, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.sample_batch, progress=progress, desc="sample pre")
+        comps = _sample_texts(pre, tok, [p.text for p in train_p + test_p], cfg, seed=cfg.seed * 10 + 1,
+                              progress=progress, desc="sample pre")
         rng = random.Random(f"rater-noise-{cfg.seed}")
         rows_tr, prefs_tr = rate(train_p, comps[: len(train_p)], "train", rng, cfg.noise_sigma)
         rows_te, prefs_te = rate(test_p, comps[len(train_p):], "test", rng, cfg.noise_sigma)
@@ -261,13 +257,13 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
 
         # 4. checks: held-out reward of both models, implicit-reward accuracy, noise ceiling
         _say(progress, "checking: sampling the DPO model on held-out prompts")
-        post_comps = sample_completions(post, tok, [p.text for p in test_p], cfg.samples_per_prompt,
-                                        seed=cfg.seed * 10 + 2, max_new_tokens=cfg.max_new_tokens,
-                                        batch_size=cfg.sample_batch, progress=progress, desc="sample post")
+        post_comps = _sample_texts(post, tok, [p.text for p in test_p], cfg, seed=cfg.seed * 10 + 2,
+                                   progress=progress, desc="sample post")
         pre_comps = comps[len(train_p):]
         pre_means = np.array([np.mean([rater.true_score(p.text, c) for c in cs]) for p, cs in zip(test_p, pre_comps)])
         post_means = np.array([np.mean([rater.true_score(p.text, c) for c in cs]) for p, cs in zip(test_p, post_comps)])
-        gain, lo, hi = bootstrap_diff(pre_means, post_means, cfg.bootstrap, cfg.seed)
+        gain = float((post_means - pre_means).mean())
+        lo, hi = bootstrap_ci(post_means - pre_means, n_boot=cfg.bootstrap, seed=cfg.seed)
 
         p_te, c_te, r_te = ids_of(prefs_te)
         margin = cfg.dpo_beta * ((batched_logps(post, p_te, c_te, tok.pad_token_id) - batched_logps(pre, p_te, c_te, tok.pad_token_id))

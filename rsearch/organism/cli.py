@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
-from rsearch.organism.config import SIZES
+from rsearch.config import add_config_arguments, config_from_args
+from rsearch.log import add_verbosity, show_progress
+from rsearch.organism.config import OrganismBuildConfig
+
+log = logging.getLogger("rsearch.organism")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -11,22 +16,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b = sub.add_parser("build", help="build (or find cached) the model organism and print its card",
                        description="Trains the SFT model, samples and rates feedback data, trains the DPO model "
                                    "and writes a card of checks. Cached: a second build returns at once.")
-    b.add_argument("--size", choices=SIZES, default="demo", help="tiny (tests, ≤ 45 s) or demo (≤ 5 min); default demo")
-    b.add_argument("--seed", type=int, default=0, help="random seed; same seed → same artifacts (default 0)")
-    b.add_argument("--out", default=None, help="directory to build into (default $RSEARCH_HOME/organism/SIZE-seedSEED)")
-    b.add_argument("--force", action="store_true", help="rebuild even if a matching organism exists")
-    b.add_argument("--quiet", action="store_true", help="no progress output")
+    add_config_arguments(b, OrganismBuildConfig)
+    add_verbosity(b, default=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:
-    from rsearch.organism import ensure
     from rsearch.errors import RsearchError
+    from rsearch.organism import ensure
 
     if getattr(args, "organism_command", None) != "build":
         raise RsearchError("organism: expected an action: build (see `rsearch organism build --help`)")
-    if args.seed < 0:
-        raise RsearchError(f"--seed: expected a non-negative integer, got {args.seed}")
-    org = ensure(args.size, seed=args.seed, out=args.out, progress=not args.quiet, force=args.force)
+    cfg = config_from_args(args, OrganismBuildConfig, "organism")
+    org = ensure(cfg.size, seed=cfg.seed, out=cfg.out or None, progress=show_progress(), force=cfg.force)
     c = org.card["checks"]
     lo, hi = c["reward_gain_ci95"]
     print(f"organism: {org.root}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rsearch.config import Config, check
+from rsearch.config import Config, check, setting
 
 SIZES = ("tiny", "demo")
 BUILD_VERSION = 3  # bump when a change to the build makes old cached organisms stale
@@ -76,3 +76,17 @@ class OrganismConfig(Config):
     def preset(cls, size: str, seed: int = 0) -> "OrganismConfig":
         check(size in SIZES, f"size: expected one of {', '.join(SIZES)}, got {size!r}")
         return getattr(cls, size)(seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class OrganismBuildConfig(Config):
+    """The `rsearch organism build` job: which preset to build and where."""
+
+    size: str = setting("demo", choices=SIZES, help="tiny (tests, ≤ 45 s) or demo (≤ 5 min)")
+    seed: int = setting(0, help="random seed; same seed → same artifacts")
+    out: str = setting("", runtime=True, help="directory to build into (default $RSEARCH_HOME/organism/SIZE-seedSEED)")
+    force: bool = setting(False, runtime=True, help="rebuild even if a matching organism exists")
+
+    def __post_init__(self) -> None:
+        check(self.size in SIZES, f"size: expected one of {', '.join(SIZES)}, got {self.size!r}")
+        check(self.seed >= 0, f"--seed: expected a non-negative integer, got {self.seed}")

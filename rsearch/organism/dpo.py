@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from rsearch.lm import span_logprobs
 from rsearch.organism.sft import cosine_lr, pad_right
 
 
@@ -44,14 +45,10 @@ def response_logps(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
                    response_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Summed log-probability of each response given its prompt: [batch]."""
     seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
-    ids, mask = pad_right(seqs, pad_id)  # [batch, len]
-    logits = model(input_ids=ids).logits[:, :-1].float()  # [batch, len-1, vocab]
-    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)  # [batch, len-1]
-    # target position t predicts token t+1; keep the response's tokens only
-    pos = torch.arange(1, ids.shape[1])[None, :]  # [1, len-1]
-    starts = torch.tensor([len(p) for p in prompt_ids])[:, None]  # [batch, 1]
-    keep = (pos >= starts) & mask[:, 1:]
-    return (logp * keep).sum(-1)
+    ids, _ = pad_right(seqs, pad_id)  # [batch, len]
+    logits = model(input_ids=ids).logits  # [batch, len, vocab]; right padding needs no mask (causal)
+    spans = [(len(p), len(p) + len(r)) for p, r in zip(prompt_ids, response_ids)]
+    return span_logprobs(logits, ids, spans)
 
 
 @torch.no_grad()

@@ -1,0 +1,148 @@
+"""DemoConfig: the demo's settings, made of the other jobs' configs (train-probe's sweep, compare) and the
+settings of the three analyses, plus what every stage shares (the subjects, seed, dtype, test split)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from rsearch.config import Config, check, setting
+from rsearch.jobs.compare import CompareConfig
+from rsearch.jobs.train_probe import TrainProbeConfig
+from rsearch.positions import parse_position
+
+DEMO_POSITIONS = ("user_end", "completion_start", "completion_frac:0.25", "completion_frac:0.5",
+                  "completion_frac:0.75", "completion_end", "-1", "completion_mean")
+# at a budget of tens of evaluations GCG must take small steps to take more than one
+DEMO_SEARCH_OPTIONS = {"gcg": {"n_tokens": 8, "search_width": 16, "topk": 32}}
+
+# fields of the jobs' configs that the demo sets itself (from its shared settings, the subjects and the stages'
+# directories); giving them in a section is an error, so a setting has one home
+WIRED = {
+    "train_probe": ("model", "dataset", "test_split", "dtype", "device", "seed", "out", "sweep", "organism_size",
+                    "revision", "trust_remote_code"),
+    "compare": ("pre", "post", "probe", "prompts", "dataset", "seed", "beta", "rater", "dtype", "device", "out",
+                "organism_size", "revision_pre", "revision_post"),
+}
+
+
+@dataclass(frozen=True)
+class SourceConfig(Config):
+    """The source probe: which model wrote a completion (reads the sweep's layers, compare's completions)."""
+
+    positions: tuple[str, ...] = ("completion_mean", "-1")
+
+    def __post_init__(self) -> None:
+        for p in self.positions:
+            parse_position(p)
+
+
+@dataclass(frozen=True)
+class DirectionConfig(Config):
+    """The RL update against the reward probe's direction, per layer, against `n_random` random directions."""
+
+    n_random: int = 1000
+
+    def __post_init__(self) -> None:
+        check(self.n_random >= 20, f"n_random: use at least 20 random directions, got {self.n_random}")
+
+
+@dataclass(frozen=True)
+class SearchCheckConfig(Config):
+    """Every strategy searches every prefix at the same budget; what each found is checked with the true rater.
+
+    Args:
+        options: strategy name → its options.
+        check_samples: completions sampled from the post-RL model per prompt to check a found prompt.
+        random_prompts: test prompts forming the "random prompts" baseline.
+        max_new_tokens, sample_batch_size, batch_size, n_boot: None takes the comparison's.
+    """
+
+    strategies: tuple[str, ...] = ("random", "beam", "gcg", "optuna")
+    budget: int = 128
+    prefixes: tuple[str, ...] = ("hey ,", "please ,", "what is")
+    options: dict = dataclasses.field(default_factory=lambda: {k: dict(v) for k, v in DEMO_SEARCH_OPTIONS.items()})
+    check_samples: int = 16
+    random_prompts: int = 48
+    max_new_tokens: int | None = None
+    sample_batch_size: int | None = None
+    batch_size: int | None = None
+    n_boot: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.budget >= 1, "budget: must be at least 1")
+        check(bool(self.prefixes), "prefixes: give at least one prefix")
+        check(self.check_samples >= 1 and self.random_prompts >= 1, "check_samples/random_prompts: must be ≥ 1")
+        check(isinstance(self.options, dict) and all(isinstance(v, dict) for v in self.options.values()),
+              "options: a mapping of strategy name → options")
+
+    def resolved(self, compare: CompareConfig) -> "SearchCheckConfig":
+        """Every None taken from the comparison's settings: what the search stage runs with (and is keyed by)."""
+        return dataclasses.replace(self, **{k: getattr(compare, k) for k in
+                                            ("max_new_tokens", "sample_batch_size", "batch_size", "n_boot")
+                                            if getattr(self, k) is None})
+
+
+@dataclass(frozen=True)
+class DemoConfig(Config):
+    """Every setting of the demo; the defaults fit the README's time budget on 2 CPU cores.
+
+    Shared by every stage: the subjects (pre, post, dataset: empty means the embedded organism's of
+    `organism_size`; rater: auto, organism or none; beta: None takes the organism's or 0.1), seed, dtype and
+    the test split. Each stage's own settings are a section: `train_probe` (the sweep), `compare`, `source`,
+    `direction`, `search`.
+
+    threads: torch's intra-op threads for the stages after the organism (0: torch's default). One thread is the
+    default: these models are small, and on 2 cores shared with other work torch's second thread made sampling
+    ~38× slower here (0.9 s → 36 s for 240 completions); alone it gains at most ~2×.
+    """
+
+    pre: str = setting("", help="pre-RL model (default: the organism's)")
+    post: str = setting("", help="post-RL model (default: the organism's)")
+    dataset: str = setting("", help="feedback dataset (default: the organism's)")
+    test_split: str = setting("test_prefs", help="split the sweep tests on and compare and search take prompts from")
+    organism_size: str = setting("demo", choices=("tiny", "demo"))
+    seed: int = setting(0)
+    dtype: str = setting("float32")
+    beta: float | None = setting(None, help="DPO beta (default: the organism's or 0.1)")
+    rater: str = setting("auto", choices=("auto", "organism", "none"))
+    train_probe: TrainProbeConfig = dataclasses.field(default_factory=lambda: TrainProbeConfig(
+        positions=DEMO_POSITIONS, max_train=3000, max_test=600, fitter="fast", extract_batch_size=64))
+    compare: CompareConfig = dataclasses.field(default_factory=lambda: CompareConfig(
+        n=200, k=4, max_new_tokens=48, sample_batch_size=256, batch_size=64))
+    source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
+    direction: DirectionConfig = dataclasses.field(default_factory=DirectionConfig)
+    search: SearchCheckConfig = dataclasses.field(default_factory=SearchCheckConfig)
+    device: str = setting("auto", runtime=True)
+    threads: int = setting(1, runtime=True, help="torch threads after the organism's build (0: torch's default)")
+    out: str = setting("runs/demo", runtime=True, help="output directory")
+
+    def __post_init__(self) -> None:
+        check(self.threads >= 0, f"threads: must be ≥ 0 (0: torch's default), got {self.threads}")
+        check(self.rater in ("auto", "organism", "none"), f"rater: use auto, organism or none, got {self.rater!r}")
+        for section, names in WIRED.items():
+            sub = getattr(self, section)
+            defaults = type(sub)()
+            for name in names:
+                check(getattr(sub, name) == getattr(defaults, name),
+                      f"{section}.{name}: set by the demo (give pre/post/dataset/seed/dtype/device/test_split "
+                      f"at the demo's top level)")
+        tp = self.train_probe
+        check(self.compare.n >= 4, "compare.n: need at least 4 prompts (the source probe splits them 3 ways)")
+        check(any(parse_position(p).spec == "user_end" for p in tp.positions),
+              "train_probe.positions: the sweep needs user_end (the search's objective and Q1's prompt-only probe)")
+        check(any(parse_position(p).needs_completion or parse_position(p).spec.lstrip("-").isdigit()
+                  for p in tp.positions),
+              "train_probe.positions: the sweep needs a completion position for the comparison")
+
+    def sweep_config(self, model: str, dataset: str, out: str) -> TrainProbeConfig:
+        """The sweep the probes stage runs: the `train_probe` section with the demo's shared settings."""
+        return dataclasses.replace(self.train_probe, model=model, dataset=dataset, test_split=self.test_split,
+                                   dtype=self.dtype, device=self.device, seed=self.seed, sweep=True, out=out)
+
+    def compare_config(self, pre: str, post: str, dataset: str, probe: str, beta: float, rater: str | None,
+                       out: str) -> CompareConfig:
+        """The comparison the compare stage runs: the `compare` section with the subjects and the best probe."""
+        return dataclasses.replace(self.compare, pre=pre, post=post, dataset=dataset, probe=probe,
+                                   prompts=self.test_split, seed=self.seed, beta=beta,
+                                   rater="organism" if rater == "organism" else "none", dtype=self.dtype,
+                                   device=self.device, out=out)
