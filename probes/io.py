@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from rsearch.probes.models import Probe, make_probe
-from rsearch.errors import RsearchError
+from rsearch.errors import RsearchError, one_line
 from rsearch.io_utils import atomic_path
 
 FORMAT_KEY = "__rsearch_probe__"
@@ -73,14 +75,49 @@ def load_probe(path: str | Path) -> tuple[Probe, dict[str, Any]]:
         metadata = {k: json.loads(v) for k, v in header.items() if k not in (FORMAT_KEY, CONFIG_KEY)}
         kind, d_model = config.pop("kind"), int(config.pop("d_model"))
     except (KeyError, TypeError, ValueError) as e:
-        raise RsearchError(f"{path}: corrupt probe header ({_one_line(e)})") from None
-    probe = make_probe(kind, d_model, **config)
+        raise RsearchError(f"{path}: corrupt probe header ({one_line(e, 200)})") from None
+    if d_model < 1:
+        raise RsearchError(f"{path}: corrupt probe header (d_model {d_model})")
+    _check_metadata(path, metadata, d_model)
+    try:
+        probe = make_probe(kind, d_model, **config)
+    except (TypeError, ValueError, RsearchError) as e:
+        raise RsearchError(f"{path}: corrupt probe header ({one_line(e, 200)})") from None
     try:
         probe.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise RsearchError(f"{path}: tensors do not match a {kind} probe of d_model {d_model} "
-                           f"({_one_line(e)})") from None
+                           f"({one_line(e, 200)})") from None
     return probe.eval(), metadata
+
+
+# metadata keys readers rely on, and the JSON type each must have (others are free-form)
+_STRING_KEYS = ("model", "hook", "position", "objective", "kind", "dataset", "fitter")
+
+
+def _check_metadata(path: Path, metadata: dict[str, Any], d_model: int) -> None:
+    """Refuses metadata a reader would trip over later: wrong types, a d_model that contradicts the tensors,
+    a hook or position that does not parse."""
+    from rsearch.hooks import parse_hook
+    from rsearch.positions import parse_position
+
+    for key in _STRING_KEYS:
+        if key in metadata and not isinstance(metadata[key], str):
+            raise RsearchError(f"{path}: probe metadata {key!r} must be a string, got {metadata[key]!r}")
+    if "revision" in metadata and not isinstance(metadata["revision"], (str, type(None))):
+        raise RsearchError(f"{path}: probe metadata 'revision' must be a string, got {metadata['revision']!r}")
+    if "d_model" in metadata:
+        d = metadata["d_model"]
+        if isinstance(d, bool) or not isinstance(d, int) or d != d_model:
+            raise RsearchError(f"{path}: probe metadata 'd_model' is {d!r}, but the probe's tensors have "
+                               f"d_model {d_model}")
+    try:
+        if "hook" in metadata:
+            parse_hook(metadata["hook"])
+        if "position" in metadata:
+            parse_position(metadata["position"])
+    except RsearchError as e:
+        raise RsearchError(f"{path}: probe metadata: {one_line(e)}") from None
 
 
 def _header(probe: Probe, metadata: dict[str, Any]) -> dict[str, str]:
@@ -95,7 +132,7 @@ def _header(probe: Probe, metadata: dict[str, Any]) -> dict[str, str]:
         try:
             header[key] = json.dumps(value, sort_keys=True)
         except (TypeError, ValueError) as e:
-            raise RsearchError(f"probe metadata {key!r} is not JSON-serializable ({_one_line(e)})") from None
+            raise RsearchError(f"probe metadata {key!r} is not JSON-serializable ({one_line(e, 200)})") from None
     return header
 
 
@@ -107,15 +144,20 @@ def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
                 return header, {}
             return header, {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for every kind of bad file
-        raise RsearchError(f"{path}: not a readable safetensors file ({_one_line(e)})") from None
+        raise RsearchError(f"{path}: not a readable safetensors file ({one_line(e, 200)})") from None
 
 
 def _read_pt(path: Path) -> tuple[dict[str, str], dict[str, Tensor]]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for forbidden objects; RuntimeError, EOFError… for junk
+        with warnings.catch_warnings():  # torch warns about pickle protocols before failing: one line only
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RsearchError(f"{path}: refused: the file holds pickled objects, not only tensors, and rsearch never "
+                           f"unpickles them ({_unpickler_reason(e)})") from None
+    except Exception as e:  # RuntimeError, EOFError… for junk
         raise RsearchError(f"{path}: not a probe file torch.load(weights_only=True) can read "
-                           f"({_one_line(e)})") from None
+                           f"({one_line(e, 200)})") from None
     if not (isinstance(obj, dict) and isinstance(obj.get("header"), dict)
             and isinstance(obj.get("tensors"), dict)):
         raise RsearchError(f"{path}: not an rsearch probe file (expected a dict with 'header' and 'tensors')")
@@ -134,6 +176,10 @@ def _suffix(path: Path) -> str:
     return suffix
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+def _unpickler_reason(e: BaseException) -> str:
+    """torch's refusal names the offending global or opcode after 'WeightsUnpickler error:', lines below its
+    first (which only advises weights_only=False, never the right advice for a file from elsewhere)."""
+    text = str(e)
+    _, found, rest = text.partition("WeightsUnpickler error:")
+    reason = one_line(rest, 160) if found and rest.strip() else ""
+    return reason if reason != "error" else one_line(e, 160)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rsearch.chat import Encoded
+from rsearch.chat import Encoded, check_context
 from rsearch.hooks import HookPoint, capture, check_hooks, parse_hook, run_forward
-from rsearch.io_utils import write_json
+from rsearch.io_utils import file_lock, write_json
 from rsearch.paths import rsearch_home
 from rsearch.positions import Position, gather, parse_position, position_weights
 
@@ -135,7 +138,7 @@ def store_key(model_key: str, rows: Sequence[Encoded], hooks: Sequence[HookPoint
 def build_store(
     model, rows: Sequence[Encoded], hooks: Sequence[str | HookPoint], positions: Sequence[str | Position],
     *, root: str | Path, model_key: str, pad_id: int, batch_size: int = 16, dtype: str = "float32",
-    progress: bool = True, max_batches: int | None = None,
+    progress: bool = True, max_batches: int | None = None, capture_batches=None,
 ) -> ActivationStore:
     """Extracts activations into a store under `root`, resuming an interrupted extraction of the same key.
 
@@ -149,11 +152,25 @@ def build_store(
         batch_size: rows per forward (length-sorted).
         dtype: float32 or float16 on disk.
         max_batches: stop after this many batches (to test resumption).
+        capture_batches: captures elsewhere: called with the batches' row indices, yields each batch's
+            `capture_positions` result in order (`rsearch.distributed.sharded_capture`); here if None.
     """
     hooks = sorted({parse_hook(h) for h in hooks})
     positions = [parse_position(p) for p in positions]
     check_hooks(model, hooks)
+    if rows:
+        check_context(max(len(r) for r in rows), model, "the longest row")
     path = Path(root) / store_key(model_key, rows, hooks, positions, dtype)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one writer per store entry; a second process with the same key waits, then finds it complete
+    with file_lock(path.parent / f".{path.name}.lock", wait=True, what=f"activation store {path}"):
+        return _fill_store(model, model_key, rows, hooks, positions, path, pad_id, batch_size, dtype, progress,
+                           max_batches, capture_batches)
+
+
+def _fill_store(model, model_key: str, rows: Sequence[Encoded], hooks: list[HookPoint], positions: list[Position],
+                path: Path, pad_id: int, batch_size: int, dtype: str, progress: bool, max_batches: int | None,
+                capture_batches=None) -> ActivationStore:
     batches = length_sorted_batches(rows, batch_size)
     d_model = model.config.hidden_size
     if not (path / "meta.json").exists():
@@ -173,21 +190,95 @@ def build_store(
     arrays = {key: store.array(*key, mode="r+") for key in store.keys}
     todo = batches[done:] if max_batches is None else batches[done:done + max_batches]
     bar = tqdm(total=len(batches), initial=done, desc="activations", disable=not progress, unit="batch")
-    for k, idx in enumerate(todo, start=done + 1):
-        got = capture_positions(model, collate([rows[i] for i in idx], pad_id), hooks, positions)
-        order = np.asarray(idx)
-        for key, value in got.items():
-            arrays[key][order] = value.cpu().numpy().astype(dtype)
-        # progress is recorded only after the batch's data is on disk
-        for arr in arrays.values():
-            arr.flush()
-        write_json(path / "progress.json", {"done_batches": k})
-        bar.update(1)
-    bar.close()
+    try:
+        write_batches(model, rows, hooks, positions, pad_id, todo, arrays,
+                      on_written=lambda k: _record_progress(arrays, path, done + k), bar=bar,
+                      capture_batches=capture_batches)
+    finally:
+        bar.close()
     if json.loads((path / "progress.json").read_text())["done_batches"] == len(batches):
         write_json(path / "complete.json", {"n_batches": len(batches)})
     del arrays
     return ActivationStore(path)
+
+
+FLUSH_SECONDS = 5.0  # how often the writer records progress (an interrupted run redoes at most this much)
+IN_FLIGHT = 3        # batches between their forward and the disk (host buffers in the ring)
+
+
+def _record_progress(arrays: dict, path: Path, done_batches: int) -> None:
+    """Progress is recorded only after the batches' data is on disk."""
+    for arr in arrays.values():
+        arr.flush()
+    write_json(path / "progress.json", {"done_batches": done_batches})
+
+
+def write_batches(model, rows: Sequence[Encoded], hooks: Sequence[HookPoint], positions: Sequence[Position],
+                  pad_id: int, batches: Sequence[Sequence[int]], arrays: dict, *, on_written, bar=None,
+                  capture_batches=None) -> None:
+    """Captures each batch and writes its rows of every `[n_rows, d_model]` array, writes overlapped with compute.
+
+    The forwards run here; a writer thread copies finished batches into `arrays` in order and calls
+    `on_written(k)` (k batches written) every `FLUSH_SECONDS` and at the end. On CUDA the activations leave the
+    GPU by non-blocking copies into a ring of pinned host buffers, so no batch waits for the GPU here; only the
+    writer waits, for the batch it writes. `capture_batches(batches)`, if given, yields the batches' captures
+    instead (computed elsewhere).
+    """
+    if not batches:
+        return
+    cuda = _device_of(model).type == "cuda"
+    first = next(iter(arrays.values()))
+    dtype = torch.from_numpy(np.empty(0, dtype=first.dtype)).dtype
+    width = max(len(idx) for idx in batches)
+    free: queue.Queue = queue.Queue()
+    for _ in range(IN_FLIGHT):
+        free.put({key: torch.empty(width, first.shape[1], dtype=dtype, pin_memory=cuda) for key in arrays})
+    work: queue.Queue = queue.Queue()
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        written, last = 0, time.monotonic()
+        try:
+            while (item := work.get()) is not None:
+                idx, buf, ready = item
+                if ready is not None:
+                    ready.synchronize()
+                order = np.asarray(idx)
+                for key, arr in arrays.items():
+                    arr[order] = buf[key][:len(idx)].numpy()
+                free.put(buf)
+                written += 1
+                if bar is not None:
+                    bar.update(1)
+                if time.monotonic() - last >= FLUSH_SECONDS:
+                    on_written(written)
+                    last = time.monotonic()
+            on_written(written)
+        except BaseException as e:  # surfaced in the calling thread
+            failed.append(e)
+            free.put(None)
+
+    thread = threading.Thread(target=writer, name="activation-writer", daemon=True)
+    thread.start()
+    captured = (capture_batches(batches) if capture_batches is not None else
+                (capture_positions(model, collate([rows[i] for i in idx], pad_id), hooks, positions) for idx in batches))
+    try:
+        for idx, got in zip(batches, captured):
+            buf = free.get()
+            if buf is None:
+                break
+            for key, value in got.items():  # [batch, d_model]
+                buf[key][:len(idx)].copy_(value.to(dtype), non_blocking=value.is_cuda)
+            ready = None
+            if cuda and any(v.is_cuda for v in got.values()):
+                ready = torch.cuda.Event()
+                ready.record()
+            work.put((idx, buf, ready))
+    finally:
+        work.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def default_store_root() -> Path:

@@ -84,3 +84,39 @@ def encode_ids(prefix_ids: list[int], span_ids: list[int], suffix_ids: list[int]
         start = len(prefix_ids)
         return Encoded(ids, start - 1, (start, start + len(span_ids)))
     return Encoded(ids, len(ids) - 1, (len(ids), len(ids)))
+
+
+# ----- the model's context -----
+
+TOO_LONG = ("truncate", "drop")
+
+
+def context_length(model_or_config) -> int | None:
+    """Positions the model was built for (`max_position_embeddings`, GPT-2's `n_positions`), or None."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_length(row: Encoded, limit: int, too_long: str = "drop") -> Encoded | None:
+    """`row` if it has at most `limit` tokens; else, with too_long="truncate", the row with its prompt cut from
+    the left (the completion and the prompt's last token stay whole), or None when even that cannot fit or
+    too_long="drop"."""
+    if too_long not in TOO_LONG:
+        raise RsearchError(f"too_long: use {' or '.join(TOO_LONG)}, got {too_long!r}")
+    cut = len(row) - limit
+    if cut <= 0:
+        return row
+    if too_long == "drop" or cut > row.user_end:
+        return None
+    return Encoded(row.ids[cut:], row.user_end - cut, (row.completion[0] - cut, row.completion[1] - cut))
+
+
+def check_context(n_tokens: int, model_or_config, what: str = "a row") -> None:
+    """Refuses to encode past the model's context (positions it has no embedding for, or never trained on)."""
+    limit = context_length(model_or_config)
+    if limit is not None and n_tokens > limit:
+        raise RsearchError(f"{what} has {n_tokens} tokens, more than the model's context of {limit}")

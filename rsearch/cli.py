@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
+import signal
 import sys
+import threading
 
-from rsearch.errors import RsearchError
+from rsearch.errors import RsearchError, one_line
 from rsearch.log import add_verbosity, configure
 
 # subcommand name -> module exposing add_arguments(parser) and main(args) -> int | None
@@ -15,6 +19,8 @@ COMMANDS = {
     "run": ("rsearch.jobs.run", "search prompts or completions the probe rates high"),
     "compare": ("rsearch.jobs.compare", "compare probe scores of pre- and post-RL completions"),
     "demo": ("rsearch.jobs.demo", "the whole study on the embedded organism, with a report"),
+    "rate": ("rsearch.jobs.rate", "re-rate a feedback dataset with another rater (reward model or callable)"),
+    "steer": ("rsearch.jobs.steer", "steer along the probe direction, patch between the models: is it used?"),
 }
 
 
@@ -39,23 +45,67 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same orderly stop as Ctrl-C (finished results flushed, workers shut down)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _quiet_hugging_face() -> None:
+    """-q: no progress bars from transformers / huggingface_hub either (model loading draws one)."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub is first imported
+    hub = sys.modules.get("huggingface_hub.utils")
+    if hub is not None:
+        hub.disable_progress_bars()
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:
+        hf_logging.disable_progress_bar()
+
+
+def resume_command(argv: list[str]) -> str:
+    """The exact command that continues an interrupted run: `run` needs --resume, the other jobs resume from
+    their caches when given the same arguments."""
+    again = list(argv)
+    if again and again[0] == "run" and "--resume" not in again:
+        again.append("--resume")
+    return shlex.join(["rsearch", *again])
+
+
 def main(argv: list[str] | None = None) -> int:
+    as_program = argv is None  # the command line, not a call from Python
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         parser = build_parser(only=command if command in COMMANDS else None)
         args = parser.parse_args(argv)
         configure(args.verbosity)
+        if args.verbosity < 0:
+            _quiet_hugging_face()
         if not getattr(args, "_main", None):
             parser.print_help()
             return 2
         return int(args._main(args) or 0)
     except RsearchError as e:
-        print(f"rsearch: error: {e}", file=sys.stderr)
+        print(f"rsearch: error: {one_line(e, 1000)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("rsearch: interrupted (partial results kept; rerun with the same arguments to resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated" if isinstance(e, Terminated) else "interrupted"
+        print(f"rsearch: {what}; finished results are kept. To continue: {resume_command(argv)}", file=sys.stderr)
+        code = 143 if isinstance(e, Terminated) else 130
+        if as_program:
+            # every finished result is on disk and the locks are released (the `with` blocks have unwound); the
+            # interpreter's teardown of torch and transformers takes seconds more on a busy machine: skip it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
+    finally:
+        if in_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from rsearch.errors import RsearchError
+from rsearch.errors import RsearchError, one_line
 
 T = TypeVar("T", bound="Config")
 
@@ -206,7 +206,20 @@ def config_from_args(args: argparse.Namespace, cls: type[T], section: str) -> T:
     for f, _ in _cli_fields(cls):
         if hasattr(args, f.name):
             data[f.name] = getattr(args, f.name)
-    return cls.from_dict(data, where=section)
+    cfg = cls.from_dict(data, where=section)
+    _check_devices_here(cfg)
+    return cfg
+
+
+def _check_devices_here(cfg: Config, where: str = "") -> None:
+    """A job started from the command line runs on this machine: every `device` it names must exist here (a config
+    built in Python or read from a recipe may name a GPU this machine lacks)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, Config):
+            _check_devices_here(value, f"{where}{f.name}.")
+        elif f.name == "device" and isinstance(value, str):
+            check_device(value, f"{where}{f.name}", here=True)
 
 
 CONFIGS_DIR = Path(__file__).resolve().parent / "configs"
@@ -229,9 +242,11 @@ def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     if not p.is_file():
         raise RsearchError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise RsearchError(f"{p}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
-        raise RsearchError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise RsearchError(f"{p}: not valid YAML ({one_line(e)})") from None
     if not isinstance(data, dict):
         raise RsearchError(f"{p}: expected a mapping at the top level")
     if section is not None:
@@ -245,3 +260,36 @@ def check(condition: bool, message: str) -> None:
     """Raises RsearchError(message) unless condition holds: the one-liner validators use."""
     if not condition:
         raise RsearchError(message)
+
+
+# ----- validators shared by jobs' __post_init__ -----
+
+def check_device(device: str, field: str = "device", *, here: bool = False) -> None:
+    """`auto`, `cpu`, `cuda`, `cuda:N` or `mps`; anything else is refused by name. With `here`, the device must also
+    exist on this machine."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise RsearchError(f"{field}: unknown device {device!r} (use auto, cpu, cuda or cuda:N)") from None
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise RsearchError(f"{field}: unsupported device {device!r} (use auto, cpu, cuda or cuda:N)")
+    if not here:
+        return
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RsearchError(f"{field}: {device!r} requested but no CUDA GPU is available")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise RsearchError(f"{field}: {device!r} does not exist ({torch.cuda.device_count()} GPUs)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise RsearchError(f"{field}: {device!r} requested but MPS is not available")
+
+
+def check_positive(**values: float | None) -> None:
+    """Each named value (None: unset, allowed) must be at least 1: batch sizes, counts, budgets."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise RsearchError(f"{name}: must be at least 1, got {value}")

@@ -7,12 +7,14 @@ by a seeded split over prompt ids, so no prompt is in two splits.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from rsearch.errors import RsearchError
+from rsearch.errors import RsearchError, one_line
 
 REQUIRED = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected")
 Message = dict
@@ -32,29 +34,45 @@ class FeedbackPair:
         return dict(self.extra).get(key, default)
 
 
-def _split_reply(value: Any, prompt: str, column: str, row: int) -> tuple[tuple[Message, ...], str]:
+def _messages(value: list, column: str, row: int, source: str) -> tuple[Message, ...]:
+    out = []
+    for k, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
+            raise RsearchError(f"{source}: row {row}: message {k} of column {column!r} needs a 'role' and a "
+                               "'content'")
+        if not isinstance(m["content"], str):
+            raise RsearchError(f"{source}: row {row}: message {k} of column {column!r} has a non-text content")
+        out.append({"role": m["role"], "content": m["content"]})
+    return tuple(out)
+
+
+def _split_reply(value: Any, prompt: str, column: str, row: int, source: str
+                 ) -> tuple[tuple[Message, ...], str]:
     if isinstance(value, str):
         return ({"role": "user", "content": prompt},), value
-    if isinstance(value, (list, tuple)) and value and isinstance(value[-1], dict):
-        last = value[-1]
-        if last.get("role") != "assistant":
-            raise RsearchError(f"row {row}: column {column!r} must end with an assistant message")
-        context = tuple({"role": m["role"], "content": m["content"]} for m in value[:-1])
-        return context or ({"role": "user", "content": prompt},), str(last.get("content", ""))
-    raise RsearchError(f"row {row}: column {column!r} must be a string or a list of messages")
+    if isinstance(value, (list, tuple)) and value:
+        messages = _messages(list(value), column, row, source)
+        if messages[-1]["role"] != "assistant":
+            raise RsearchError(f"{source}: row {row}: column {column!r} must end with an assistant message")
+        return messages[:-1] or ({"role": "user", "content": prompt},), messages[-1]["content"]
+    raise RsearchError(f"{source}: row {row}: column {column!r} must be a string or a list of messages")
 
 
 def pairs_from_records(records: Sequence[dict[str, Any]], source: str = "dataset") -> list[FeedbackPair]:
     """Validates rows of the ultrafeedback_binarized schema and turns them into FeedbackPairs."""
     if not records:
         raise RsearchError(f"{source}: no rows")
-    missing = [c for c in REQUIRED if c not in records[0]]
-    if missing:
-        raise RsearchError(f"{source}: missing column {missing[0]!r} (needs {', '.join(REQUIRED)})")
     out = []
     for i, r in enumerate(records):
-        context, chosen = _split_reply(r["chosen"], r["prompt"], "chosen", i)
-        _, rejected = _split_reply(r["rejected"], r["prompt"], "rejected", i)
+        if not isinstance(r, dict):
+            raise RsearchError(f"{source}: row {i} is not a JSON object")
+        missing = [c for c in REQUIRED if c not in r]
+        if missing:
+            raise RsearchError(f"{source}: row {i}: missing column {missing[0]!r} (needs {', '.join(REQUIRED)})")
+        if not isinstance(r["prompt"], str):
+            raise RsearchError(f"{source}: row {i}: column 'prompt' must be a string")
+        context, chosen = _split_reply(r["chosen"], r["prompt"], "chosen", i, source)
+        _, rejected = _split_reply(r["rejected"], r["prompt"], "rejected", i, source)
         for name, text in (("chosen", chosen), ("rejected", rejected)):
             if not text.strip():
                 raise RsearchError(f"{source}: row {i} has an empty {name} completion")
@@ -62,6 +80,8 @@ def pairs_from_records(records: Sequence[dict[str, Any]], source: str = "dataset
             sc, sr = float(r["score_chosen"]), float(r["score_rejected"])
         except (TypeError, ValueError):
             raise RsearchError(f"{source}: row {i} has a non-numeric score") from None
+        if not (math.isfinite(sc) and math.isfinite(sr)) or isinstance(r["score_chosen"], bool):
+            raise RsearchError(f"{source}: row {i} has a score that is not a finite number")
         pid = str(r.get("prompt_id") or hashlib.sha256(str(r["prompt"]).encode()).hexdigest()[:16])
         extra = tuple(sorted((k, v) for k, v in r.items() if k not in REQUIRED + ("prompt_id", "messages")
                              and isinstance(v, (int, float, str, bool))))
@@ -70,16 +90,39 @@ def pairs_from_records(records: Sequence[dict[str, Any]], source: str = "dataset
 
 
 def _read_local(path: Path) -> list[dict[str, Any]]:
-    import datasets
-
-    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
+    """Rows of a local .jsonl/.json (read as strict UTF-8 JSON) or .parquet file; any fault is one line."""
+    kind = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}.get(path.suffix)
     if kind is None:
         raise RsearchError(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
+    if kind == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises many types for malformed files
+            raise RsearchError(f"{path}: cannot read as parquet ({one_line(e, 200)})") from None
     try:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
-    except Exception as e:  # datasets raises many types for malformed files
-        raise RsearchError(f"{path}: cannot read ({str(e).splitlines()[0][:200]})") from None
-    return ds.to_list()
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RsearchError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise RsearchError(f"{path}: cannot read ({one_line(e, 200)})") from None
+    if not text.strip():
+        raise RsearchError(f"{path}: the file is empty")
+    if kind == "json" and text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise RsearchError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        return list(rows)
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RsearchError(f"{path}:{n}: not a JSON object ({e.msg})") from None
+    return rows
 
 
 def _find_split_file(directory: Path, split: str) -> Path | None:
@@ -106,7 +149,7 @@ def load_records(dataset: str, split: str | None) -> list[dict[str, Any]]:
     try:
         return datasets.load_dataset(dataset, split=split).to_list()
     except Exception as e:
-        raise RsearchError(f"cannot load dataset {dataset!r} split {split!r}: {str(e).splitlines()[0][:200]}") from None
+        raise RsearchError(f"cannot load dataset {dataset!r} split {split!r}: {one_line(e, 200)}") from None
 
 
 def split_by_prompt(pairs: Sequence[FeedbackPair], fractions: Sequence[float], seed: int) -> list[list[FeedbackPair]]:
@@ -132,6 +175,9 @@ def load_splits(
     max_train: int | None = None, max_test: int | None = None,
 ) -> dict[str, list[FeedbackPair]]:
     """train / val / test pairs. A single file (or test_split None) is split by prompt; else val comes from train."""
+    for name, value in (("max_train", max_train), ("max_test", max_test)):
+        if value is not None and value < 1:
+            raise RsearchError(f"{name}: must be at least 1, got {value}")
     single = Path(dataset).expanduser().is_file() or test_split is None
     if single:
         pairs = pairs_from_records(load_records(dataset, train_split), dataset)

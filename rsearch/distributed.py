@@ -12,10 +12,22 @@ running many prefixes goes through `rsearch.searcher.run_prefixes` (resume, resu
     run_many(spec, prefixes, workers=2)               # a local Ray cluster with 2 workers, a prefix each
     run_many(spec, prefixes, workers=2, fan_out=True)  # prefixes in turn, each search's scoring on 2 workers
     run_many(spec, prefixes, workers=2, address="auto")  # join a cluster started with `ray start`
+
+The study's heavy stages shard their rows the same way: `ShardPool` runs a task (`capture_task`, `sample_task`,
+`logprob_task`) over shards of the batches one process would run, on `ShardWorker` actors that load each model
+once, and yields the results in order (`sharded_capture` for the activation store, `sharded_sampler` and
+`sharded_logprobs` for `rsearch.lm`; `ShardMaps` bundles the last two for compare). A shard's result can be kept
+on disk as it arrives, so a rerun resumes per shard.
 """
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,10 +36,12 @@ import torch
 
 from rsearch.chat import Encoded
 from rsearch.config import check
-from rsearch.errors import RsearchError
+from rsearch.errors import RsearchError, one_line
 from rsearch.scorer import ProbeScorer, Scores
 from rsearch.models import load_model
 from rsearch.searcher import Budget, Objective, SearchResult, Searcher, run_prefixes
+
+log = logging.getLogger("rsearch.distributed")
 
 
 @dataclass(frozen=True)
@@ -93,21 +107,106 @@ def _ray():
     return ray
 
 
-def ensure_ray(workers: int, address: str | None = None) -> bool:
-    """Connects to Ray: an existing connection, the cluster at `address`, or a new local one sized for the
-    workers. Returns True if this call started it (the caller then shuts it down)."""
+LOOPBACK = "127.0.0.1"
+DEFAULT_CONNECT_TIMEOUT = 30.0
+_warned_no_auth: set[str] = set()
+
+
+def start_local_ray(num_cpus: int, **kwargs: Any) -> None:
+    """Starts a Ray cluster on this machine, every one of its sockets bound to 127.0.0.1.
+
+    Ray binds its servers to all interfaces and advertises the machine's network address unless it believes
+    clusters are disabled (its RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER switch, read into
+    `ray_constants.ENABLE_RAY_CLUSTER`): then the node address resolves to the loopback one. A cluster only
+    this process uses must not be reachable from the network (Ray runs whatever code it is sent).
+    """
+    ray = _ray()
+    from ray._private import ray_constants
+
+    saved_flag, saved_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"  # the raylet and its workers inherit it
+    on_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit; keep the CLI's
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, dashboard_host=LOOPBACK, _node_ip_address=LOOPBACK,
+                 log_to_driver=False, logging_level=logging.WARNING, **kwargs)
+    finally:
+        if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, None)
+        else:
+            os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = saved_env
+
+
+def _reachable(address: str, timeout: float) -> None:
+    """Fails fast (one line) when nothing listens at a host:port cluster address."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise RsearchError(f"--ray-address {address!r}: expected HOST:PORT or 'auto'")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout, 10)).close()
+    except OSError as e:
+        raise RsearchError(f"cannot join the Ray cluster at {address!r}: nothing answers there "
+                           f"({one_line(e)})") from None
+
+
+_PROBE = """
+import logging, sys
+import ray
+from ray._private.authentication.authentication_utils import is_token_auth_enabled
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level=logging.ERROR)
+print("token-auth" if is_token_auth_enabled() else "no-auth", flush=True)
+ray.shutdown()
+"""
+
+
+def join_ray(address: str, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> None:
+    """Joins the cluster at `address` ("auto": the one `ray start` began) within `timeout` seconds, or fails
+    with one line; warns once when the cluster runs without token authentication.
+
+    ray.init retries a silent address for minutes, and its native client can only be stopped with its process:
+    so a child process tries first, killed after `timeout`, and this one connects once the child got through.
+    """
+    ray = _ray()
+    check(timeout > 0, f"--ray-timeout must be positive, got {timeout}")
+    if address != "auto":
+        _reachable(address, timeout)
+    try:
+        probe = subprocess.run([sys.executable, "-c", _PROBE, address], capture_output=True, text=True,
+                               timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RsearchError(f"cannot join the Ray cluster at {address!r}: no answer within {timeout:g} s "
+                           "(set --ray-timeout to wait longer)") from None
+    if probe.returncode != 0:
+        said = [line for line in probe.stderr.splitlines() if line.strip()]
+        raise RsearchError(f"cannot join the Ray cluster at {address!r}: "
+                           f"{one_line(said[-1] if said else f'exit code {probe.returncode}')}")
+    on_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init replaces it with sys.exit; keep the CLI's
+    try:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    except ConnectionError as e:
+        raise RsearchError(f"cannot join the Ray cluster at {address!r}: {one_line(e)}") from None
+    finally:
+        if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+            signal.signal(signal.SIGTERM, on_sigterm)
+    if "no-auth" in probe.stdout and address not in _warned_no_auth:
+        _warned_no_auth.add(address)
+        log.warning(f"the Ray cluster at {address!r} runs without token authentication: anyone who can reach it "
+                    "can run code on it (start it with RAY_AUTH_MODE=token)")
+
+
+def ensure_ray(workers: int, address: str | None = None, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> bool:
+    """Connects to Ray: an existing connection, the cluster at `address`, or a new local one (bound to
+    127.0.0.1) sized for the workers. Returns True if this call started it (the caller then shuts it down)."""
     ray = _ray()
     if ray.is_initialized():
         return False
-    try:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            gpus = torch.cuda.device_count()
-            ray.init(num_cpus=max(1, workers), num_gpus=gpus, include_dashboard=False,
-                     log_to_driver=False)
-    except ConnectionError as e:
-        raise RsearchError(f"cannot join the Ray cluster at {address!r}: {str(e).splitlines()[0]}") from None
+    if address:
+        join_ray(address, timeout)
+    else:
+        start_local_ray(max(1, workers), num_gpus=torch.cuda.device_count())
     return True
 
 
@@ -119,13 +218,15 @@ class RayPool:
         workers: number of actors.
         address: join this cluster ("auto": the one `ray start` began); a local one is started if needed.
         max_restarts: restarts per actor before it is replaced.
+        connect_timeout: seconds to wait for the cluster at `address` before failing.
     """
 
-    def __init__(self, spec: SearchSpec, workers: int, address: str | None = None, max_restarts: int = 4):
+    def __init__(self, spec: SearchSpec, workers: int, address: str | None = None, max_restarts: int = 4,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT):
         check(workers >= 1, f"workers must be at least 1 for a Ray pool, got {workers}")
         ray = _ray()
         self.ray = ray
-        self.started = ensure_ray(workers, address)
+        self.started = ensure_ray(workers, address, connect_timeout)
         self.spec = spec
         gpus = 1 if torch.cuda.is_available() and spec.device in ("auto", "cuda") else 0
         self._actor_cls = ray.remote(SearchWorker).options(
@@ -162,7 +263,13 @@ class RayPool:
                 k = idle.pop(0)
                 index, prefix = queue.pop(0)
                 running[self.actors[k].search.remote(index, prefix)] = (k, index, prefix)
-            ready, _ = ray.wait(list(running), num_returns=1)
+            try:
+                ready: list = []
+                while not ready:  # short waits, so SIGINT/SIGTERM are handled within a fraction of a second
+                    ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+            except KeyboardInterrupt:
+                self._flush_finished(running, on_result)
+                raise
             ref = ready[0]
             k, index, prefix = running.pop(ref)
             try:
@@ -182,6 +289,16 @@ class RayPool:
                     raise RsearchError(str(cause)) from None
                 raise
             idle.append(k)
+            on_result(index, SearchResult.from_dict(result))
+
+    def _flush_finished(self, running: dict, on_result: Callable[[int, SearchResult], None]) -> None:
+        """On an interrupt: hands over every search that has already finished, so none is lost."""
+        ready, _ = self.ray.wait(list(running), num_returns=len(running), timeout=0)
+        for ref in ready:
+            try:
+                index, result = self.ray.get(ref, timeout=1)
+            except Exception:  # a failed search has nothing to keep
+                continue
             on_result(index, SearchResult.from_dict(result))
 
     def score_rows(self, rows: Sequence[Encoded], position, spans=None) -> Scores:
@@ -209,7 +326,7 @@ class RayPool:
 def run_many(spec: SearchSpec, prefixes: Sequence[str], *, workers: int = 0, address: str | None = None,
              fan_out: bool = False, run_dir: str | Path | None = None, resume: bool = False,
              on_result: Callable[[int, SearchResult], None] | None = None, scorer: ProbeScorer | None = None,
-             pool: RayPool | None = None) -> list[SearchResult]:
+             pool: RayPool | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT) -> list[SearchResult]:
     """Searches every prefix (`rsearch.searcher.run_prefixes`); results in input order, each streamed to
     `run_dir/results.jsonl` when found.
 
@@ -224,6 +341,7 @@ def run_many(spec: SearchSpec, prefixes: Sequence[str], *, workers: int = 0, add
         on_result: called with (index, result) as each search finishes (after it is written).
         scorer: an already loaded scorer for the in-process paths.
         pool: an existing RayPool to use (it is left running).
+        connect_timeout: seconds to wait for the cluster at `address` before failing with one line.
     """
     check(workers >= 0, f"--workers must be ≥ 0, got {workers}")
 
@@ -231,7 +349,7 @@ def run_many(spec: SearchSpec, prefixes: Sequence[str], *, workers: int = 0, add
         # models load and workers start only once the prefixes are checked and something is left to do
         if workers == 0 and address is None and pool is None:
             return spec.searcher(scorer or spec.scorer()).map_search(todo, found)
-        workers_pool = pool or RayPool(spec, max(1, workers), address)
+        workers_pool = pool or RayPool(spec, max(1, workers), address, connect_timeout=connect_timeout)
         try:
             if fan_out:
                 spec.searcher(scorer or spec.scorer(), pool=workers_pool).map_search(todo, found)
@@ -242,3 +360,266 @@ def run_many(spec: SearchSpec, prefixes: Sequence[str], *, workers: int = 0, add
                 workers_pool.shutdown()
 
     return run_prefixes(prefixes, map_search, run_dir=run_dir, resume=resume, on_result=on_result)
+
+
+# ----- sharded maps over rows: extraction, sampling, log-probs on many workers -----
+
+class ShardWorker:
+    """Loads models on first use (by name, kept for later shards) and runs shard tasks on them."""
+
+    def __init__(self, dtype: str, device: str, threads: int | None):
+        from rsearch.lm import ModelCache
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.models = ModelCache(dtype, device)
+
+    def ping(self) -> int:
+        return os.getpid()
+
+    def run(self, task: Callable, model: str, revision: str | None, payload: Any) -> Any:
+        loaded, tokenizer = self.models.get(model, revision)
+        return task(loaded, tokenizer, payload)
+
+
+class ShardPool:
+    """`workers` Ray actors that run `task(model, tokenizer, shard)` over shards of rows; results in shard order.
+
+    Each idle worker takes the next shard; a worker that dies is restarted by Ray and its shard is retried.
+    Shards are formed by the caller from the same batches one process would run (the extraction's length-sorted
+    batches, the sampling's seed batches), so the merged result is the one-worker result.
+
+    Args:
+        workers: number of actors (one GPU each where there are GPUs, else one CPU each).
+        address: join this cluster ("auto": the one `ray start` began); a local one is started if needed.
+        dtype, device: how workers load models.
+        threads: torch threads per worker (None: leave as is).
+    """
+
+    def __init__(self, workers: int, address: str | None = None, *, dtype: str = "float32", device: str = "auto",
+                 threads: int | None = None, max_restarts: int = 2,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, start_timeout: float = 600):
+        check(workers >= 1, f"--workers must be at least 1 for a Ray pool, got {workers}")
+        self.ray = _ray()
+        self.started = ensure_ray(workers, address, connect_timeout)
+        # one GPU per worker where the cluster has GPUs (the driver may be a CPU-only head node)
+        gpus = 1 if device.startswith("cuda") or (device == "auto" and
+                                                   self.ray.cluster_resources().get("GPU", 0) >= 1) else 0
+        self._args = (dtype, device, threads)
+        self.workers = workers  # how the callers shard: fixed, whatever happens to the actors
+        self._actor_cls = self.ray.remote(ShardWorker).options(
+            num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=max_restarts, max_task_retries=0)
+        self.actors = [self._actor_cls.remote(*self._args) for _ in range(workers)]
+        try:
+            self.ray.get([a.ping.remote() for a in self.actors], timeout=start_timeout)
+        except self.ray.exceptions.RayActorError as e:
+            self.close()
+            raise RsearchError(f"a worker failed to start: {one_line(getattr(e, 'cause', None) or e)}") from None
+        except self.ray.exceptions.GetTimeoutError:
+            self.close()
+            raise RsearchError(f"{workers} workers did not start within {start_timeout:g} s: does the cluster have "
+                               f"{workers} free {'GPUs' if gpus else 'CPUs'}?") from None
+
+    def __enter__(self) -> "ShardPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def map(self, task: Callable, model: str, shards: Sequence[Any], *, revision: str | None = None,
+            cache_dir: str | Path | None = None, max_retries: int = 3):
+        """Yields `task(model, tokenizer, shard)` for every shard, in order, as soon as it and those before it are
+        done. With `cache_dir`, each shard's result is saved when it arrives (named by a hash of the task, model
+        and shard) and a rerun loads it instead of computing it again: resumable per shard."""
+        ray = self.ray
+        files = [_shard_file(cache_dir, task, model, revision, shard) if cache_dir else None for shard in shards]
+        results: dict[int, Any] = {i: _load_shard(f) for i, f in enumerate(files) if f is not None and f.is_file()}
+        queue = [i for i in range(len(shards)) if i not in results]
+        tries: dict[int, int] = {}
+        running: dict[Any, tuple[int, int]] = {}  # object ref → (actor slot, shard)
+        idle = list(range(len(self.actors)))
+        sent: dict[int, Any] = {}  # shard → its object ref: sent once, not once per retry
+
+        def finish_one() -> None:
+            """Hands shards to idle workers, then waits for one result (or a dead worker's shard to retry)."""
+            while queue and idle:
+                k, j = idle.pop(0), queue.pop(0)
+                sent.setdefault(j, ray.put(shards[j]))
+                running[self.actors[k].run.remote(task, model, revision, sent[j])] = (k, j)
+            ready: list = []
+            while not ready:  # short waits keep Ctrl-C responsive
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+            k, j = running.pop(ready[0])
+            try:
+                value = ray.get(ready[0])
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                tries[j] = tries.get(j, 0) + 1
+                if tries[j] > max_retries:
+                    raise RsearchError(f"shard {j} failed on {max_retries + 1} workers") from None
+                queue.insert(0, j)
+                self._replace_if_dead(k)
+                idle.append(k)
+                return
+            except ray.exceptions.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, RsearchError):
+                    raise RsearchError(str(cause)) from None
+                raise
+            idle.append(k)
+            sent.pop(j, None)
+            if files[j] is not None:
+                _save_shard(files[j], value)
+            results[j] = value
+
+        for i in range(len(shards)):
+            while i not in results:
+                finish_one()
+            yield results.pop(i)
+
+    def _replace_if_dead(self, k: int) -> None:
+        try:
+            self.ray.get(self.actors[k].ping.remote(), timeout=300)
+        except self.ray.exceptions.RayActorError:
+            self.actors[k] = self._actor_cls.remote(*self._args)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        self.actors = []
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+
+def chunks(items: Sequence[Any], n_shards: int) -> list[list[Any]]:
+    """Consecutive runs of `items`, at most `n_shards` of them, of near-equal size."""
+    size = max(1, -(-len(items) // max(1, n_shards)))
+    return [list(items[a:a + size]) for a in range(0, len(items), size)]
+
+
+def _shard_file(cache_dir: str | Path, task: Callable, model: str, revision: str | None, shard: Any) -> Path:
+    import hashlib
+    import pickle
+
+    h = hashlib.sha256(f"{task.__module__}.{task.__qualname__}|{model}|{revision}".encode())
+    h.update(pickle.dumps(shard, protocol=4))  # hashing only: nothing is ever unpickled from disk
+    return Path(cache_dir) / f"shard-{h.hexdigest()[:24]}.pt"
+
+
+def _save_shard(path: Path, value: Any) -> None:
+    from rsearch.io_utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(value, tmp)
+
+
+def _load_shard(path: Path) -> Any:
+    return torch.load(path, weights_only=True)
+
+
+# tasks (module-level functions, so workers import them by name)
+
+def capture_task(model, tokenizer, payload) -> list[dict]:
+    """payload: (batches of Encoded rows, hooks, positions, pad id) → per batch {(hook, position): [rows, d]}."""
+    from rsearch.activations import capture_positions, collate
+
+    batches, hooks, positions, pad_id = payload
+    with torch.no_grad():
+        return [{key: v.float().cpu() for key, v in capture_positions(model, collate(rows, pad_id), hooks,
+                                                                          positions).items()} for rows in batches]
+
+
+def sample_task(model, tokenizer, payload) -> list[list[tuple[list[int], bool]]]:
+    """payload: ([(seed batch index, contexts)], settings) → per seed batch [(new token ids, ended)]."""
+    from rsearch.lm import decode_seed_batches
+
+    batches, settings = payload
+    got = decode_seed_batches(model, batches, **settings)
+    return [[(list(toks), ended) for toks, ended in batch] for batch in got]
+
+
+def logprob_task(model, tokenizer, payload) -> list[torch.Tensor]:
+    """payload: (batches of (rows, spans), pad id, mean) → per batch `[rows]` log-probs."""
+    from rsearch.lm import batch_logprobs
+
+    batches, pad_id, mean = payload
+    return [batch_logprobs(model, rows, spans, pad_id=pad_id, mean=mean) for rows, spans in batches]
+
+
+def sharded_capture(pool: ShardPool, model: str, revision: str | None, rows: Sequence[Encoded], hooks, positions,
+                    pad_id: int, shards_per_worker: int = 4):
+    """A `capture_batches` for `rsearch.activations.build_store`: the store's batches captured on the pool."""
+
+    def capture_batches(batches: Sequence[Sequence[int]]):
+        groups = chunks(list(batches), shards_per_worker * pool.workers)
+        payloads = [([[rows[i] for i in idx] for idx in group], list(hooks), list(positions), pad_id)
+                    for group in groups]
+        for got in pool.map(capture_task, model, payloads, revision=revision):
+            yield from got
+
+    return capture_batches
+
+
+def sharded_sampler(pool: ShardPool, model: str, revision: str | None = None, cache_dir: str | Path | None = None,
+                    shards_per_worker: int = 4):
+    """A `map_batches` for `rsearch.lm.sample_completions`: its seed batches decoded on the pool."""
+
+    def map_batches(batches: list[tuple[int, list]], settings: dict) -> list:
+        groups = chunks(batches, shards_per_worker * pool.workers)
+        out = []
+        for got in pool.map(sample_task, model, [(g, settings) for g in groups], revision=revision,
+                            cache_dir=cache_dir):
+            out += [[(tuple(toks), bool(ended)) for toks, ended in batch] for batch in got]
+        return out
+
+    return map_batches
+
+
+def sharded_logprobs(pool: ShardPool, model: str, revision: str | None = None, cache_dir: str | Path | None = None,
+                     shards_per_worker: int = 4):
+    """A `map_batches` for `rsearch.lm.sequence_logprobs`: its length-sorted batches run on the pool."""
+
+    def map_batches(batches: list[tuple[list, list]], pad_id: int, mean: bool) -> list[torch.Tensor]:
+        groups = chunks(batches, shards_per_worker * pool.workers)
+        out = []
+        for got in pool.map(logprob_task, model, [(g, pad_id, mean) for g in groups], revision=revision,
+                            cache_dir=cache_dir):
+            out += got
+        return out
+
+    return map_batches
+
+
+class ShardMaps:
+    """A job's sharded sampling and log-probs over one `ShardPool`, started on first use.
+
+    Args:
+        workers, address, dtype, device: see `ShardPool` (CPU workers run one torch thread each).
+        cache_dir: where each shard's result is kept as it arrives (a rerun resumes from there).
+    """
+
+    def __init__(self, workers: int, address: str | None = None, *, dtype: str = "float32", device: str = "auto",
+                 cache_dir: str | Path | None = None):
+        self.workers, self.address, self.dtype, self.device, self.cache_dir = workers, address, dtype, device, cache_dir
+        self._pool: ShardPool | None = None
+
+    @property
+    def pool(self) -> ShardPool:
+        if self._pool is None:
+            from rsearch.models import resolve_device
+
+            threads = 1 if resolve_device(self.device) == "cpu" else None
+            self._pool = ShardPool(max(1, self.workers), self.address, dtype=self.dtype, device=self.device,
+                                   threads=threads)
+        return self._pool
+
+    def sampler(self, model: str, revision: str | None = None):
+        return sharded_sampler(self.pool, model, revision, self.cache_dir)
+
+    def logprobs(self, model: str, revision: str | None = None):
+        return sharded_logprobs(self.pool, model, revision, self.cache_dir)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None

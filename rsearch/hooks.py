@@ -138,6 +138,11 @@ def capture(
 
 def run_forward(model: nn.Module, **inputs) -> None:
     """Runs the forward inside a `capture` block, treating the early stop as the normal end."""
+    from rsearch.chat import check_context
+
+    seq = inputs.get("input_ids", inputs.get("inputs_embeds"))
+    if seq is not None:
+        check_context(seq.shape[1], model)  # never encode past the model's context
     try:
         model(**inputs, use_cache=False)
     except _StopForward:

@@ -8,6 +8,13 @@ the generator's device, so a draw depends only on its seed; `sample_completions`
 `seed * 100003 + b` and forms batches the same way for every model given the same prompts, so pre- and post-RL
 models see the same random streams (common random numbers).
 
+`sample_completions` decodes with `fast_sample_tokens` unless told `decode="plain"`: a static KV cache
+(dynamic where the architecture has none), finished rows leaving the batch, several seed batches decoded as one
+(as many as free GPU memory holds), and on CUDA optionally the decode step compiled into CUDA graphs. Its
+draws consume each seed batch's generator exactly as the plain loop does (an Exp(1) variate per row and token of
+the whole seed batch, every step: `torch.multinomial`'s own one-sample method), so it gives the plain loop's
+tokens for the same seeds, up to float rounding of the forward.
+
 Log-probs come from one routine (`token_logprobs`: each next token's log-probability, of token ids or of a
 differentiable one-hot) summed or averaged over each row's span (`span_logprobs`); `sequence_logprobs` runs
 the model over encoded rows in length-sorted batches for it.
@@ -114,20 +121,8 @@ def sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int,
     out = model(input_ids=batch.input_ids.to(device), attention_mask=mask, position_ids=position_ids, use_cache=True)
     past, logits = out[cache_kw], out.logits[:, -1]  # [n, vocab]
     vocab = logits.shape[-1]
-    if allowed is None:  # what `generate` draws from: every token but those its generation config suppresses
-        allowed = torch.ones(vocab, dtype=torch.bool)
-        allowed[[i for i in suppressed_ids(model) if i < vocab]] = False
-    may = torch.zeros(vocab, dtype=torch.bool)
-    may[: min(vocab, len(allowed))] = allowed[:vocab]
-    stop = torch.tensor(sorted(stop_ids), dtype=torch.long)
-    is_stop = torch.zeros(vocab, dtype=torch.bool)
-    is_stop[stop[stop < vocab]] = True
-    # additive masks over the vocabulary: before min_new_tokens (no stop token) and after
-    base = torch.where(may & ~is_stop, 0.0, float("-inf"))   # [vocab]
-    with_stop = torch.where(may | is_stop, 0.0, float("-inf"))  # [vocab]
-    base, with_stop = base.to(draw_on), with_stop.to(draw_on)
-    min_new = torch.as_tensor([min_new_tokens] * n if isinstance(min_new_tokens, int) else list(min_new_tokens),
-                              device=draw_on)  # [n]
+    stop, base, with_stop = _vocab_masks(model, vocab, allowed, stop_ids, draw_on)
+    min_new = _min_new(min_new_tokens, n, draw_on)  # [n]
     tokens = torch.zeros(n, max_new_tokens, dtype=torch.long)  # [n, max_new_tokens]
     kept = torch.zeros(n, max_new_tokens, dtype=torch.bool)    # drawn before the row's stop token
     done = torch.zeros(n, dtype=torch.bool)
@@ -160,9 +155,182 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+def _vocab_masks(model, vocab: int, allowed: Tensor | None, stop_ids: Sequence[int], draw_on: torch.device
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """(stop ids, additive mask before min_new_tokens (no stop token), additive mask after), masks `[vocab]`."""
+    if allowed is None:  # what `generate` draws from: every token but those its generation config suppresses
+        allowed = torch.ones(vocab, dtype=torch.bool)
+        allowed[[i for i in suppressed_ids(model) if i < vocab]] = False
+    may = torch.zeros(vocab, dtype=torch.bool)
+    may[: min(vocab, len(allowed))] = allowed[:vocab]
+    stop = torch.tensor(sorted(stop_ids), dtype=torch.long)
+    is_stop = torch.zeros(vocab, dtype=torch.bool)
+    is_stop[stop[stop < vocab]] = True
+    base = torch.where(may & ~is_stop, 0.0, float("-inf"))   # [vocab]
+    with_stop = torch.where(may | is_stop, 0.0, float("-inf"))  # [vocab]
+    return stop, base.to(draw_on), with_stop.to(draw_on)
+
+
+def _min_new(min_new_tokens: int | Sequence[int], n: int, draw_on: torch.device) -> Tensor:
+    return torch.as_tensor([min_new_tokens] * n if isinstance(min_new_tokens, int) else list(min_new_tokens),
+                           device=draw_on)  # [n]
+
+
+# ----- fast decoding -----
+
+DECODES = ("plain", "static", "compiled")
+
+
+@torch.no_grad()
+def fast_sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int, *, pad_id: int,
+                       generator: torch.Generator | None = None, temperature: float = 1.0,
+                       stop_ids: Sequence[int] = (), allowed: Tensor | None = None,
+                       min_new_tokens: int | Sequence[int] = 1,
+                       groups: Sequence[tuple[torch.Generator | None, int]] | None = None,
+                       static_cache: bool = True, compile: bool = False
+                       ) -> list[tuple[tuple[int, ...], bool]]:
+    """`sample_tokens` with less work per step; for the same generator, the same tokens (up to float rounding).
+
+    Finished rows leave the batch once at most half of it is still running (the KV cache is compacted), the KV
+    cache is preallocated (`StaticCache`, where the architecture supports it), the prefill computes the last
+    position's logits only, and the draw is `torch.multinomial`'s one-sample method (argmax of p / Exp(1)) without
+    its validity check, which waits for the device; one host sync per step remains (the drawn tokens).
+
+    Args (beyond `sample_tokens`'):
+        groups: (generator, rows) per seed batch, consecutive in `contexts`: each group draws from its generator
+            exactly as `sample_tokens` would for its rows alone, so several seed batches can decode as one.
+            One group of every context with `generator` if None.
+        static_cache: preallocate the KV cache (else a growing one, as the plain loop).
+        compile: on CUDA, run the decode step through `torch.compile(mode="reduce-overhead")` (CUDA graphs);
+            ignored on the CPU.
+    """
+    if not contexts:
+        return []
+    n, device = len(contexts), device_of(model)
+    groups = list(groups) if groups is not None else [(generator, n)]
+    if sum(k for _, k in groups) != n:
+        raise ValueError("groups must cover the contexts")
+    first = next((g for g, _ in groups if g is not None), None)
+    draw_on = first.device if first is not None else torch.device("cpu")
+    batch = collate([Encoded(tuple(c), len(c) - 1, (len(c), len(c))) for c in contexts], pad_id, padding_side="left")
+    seq = batch.input_ids.shape[1]
+    static = static_cache and getattr(model, "_can_compile_fullgraph", False)
+    compile = compile and static and device.type == "cuda"
+    mask = torch.zeros(n, seq + max_new_tokens, dtype=torch.long, device=device)  # [n, seq + max_new]
+    mask[:, :seq] = batch.attention_mask.to(device)
+    position_ids = batch.position_ids.to(device)  # [n, seq]
+    cache_kw = _cache_kwarg(model)
+    cache = _static_cache(model, seq + max_new_tokens) if static else None
+    params = inspect.signature(model.forward).parameters
+    first_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    # transformers < 5.2x writes a static cache at `cache_position` (later ones keep the count in the cache)
+    at = (lambda a, b: {"cache_position": torch.arange(a, b, device=device)}) if (
+        static and "cache_position" in params) else (lambda a, b: {})
+    first_kw.update(at(0, seq))
+    out = model(input_ids=batch.input_ids.to(device), attention_mask=mask if static else mask[:, :seq],
+                position_ids=position_ids, use_cache=True, **({cache_kw: cache} if static else {}), **first_kw)
+    cache, logits = out[cache_kw], out.logits[:, -1].float()  # [n, vocab]
+    step = _compiled_forward(model) if compile else model.forward
+    vocab = logits.shape[-1]
+    stop, base, with_stop = _vocab_masks(model, vocab, allowed, stop_ids, draw_on)
+    min_new = _min_new(min_new_tokens, n, draw_on)  # [n]
+    # one [rows, vocab] block of Exp(1) variates per group and step, as torch.multinomial draws them
+    noise = torch.empty(n, vocab, device=draw_on)                                    # [n, vocab]
+    bounds = torch.tensor([0] + [k for _, k in groups]).cumsum(0).tolist()
+    live = torch.arange(n)                                                           # rows still in the batch
+    tokens = torch.zeros(n, max_new_tokens, dtype=torch.long)                        # [n, max_new_tokens]
+    kept = torch.zeros(n, max_new_tokens, dtype=torch.bool)
+    done = torch.zeros(n, dtype=torch.bool)
+    stopped = torch.zeros(n, dtype=torch.bool)
+    for t in range(max_new_tokens):
+        live_on = live.to(draw_on)
+        bias = torch.where((t >= min_new[live_on])[:, None], with_stop[None], base[None])  # [rows, vocab]
+        scores = logits.to(draw_on) + bias                                                # [rows, vocab]
+        if temperature <= 0:
+            nxt = scores.argmax(-1)
+        else:
+            for (gen, _), a, b in zip(groups, bounds, bounds[1:]):
+                if not bool(done[a:b].all()):
+                    noise[a:b].exponential_(1, generator=gen)
+            nxt = (torch.softmax(scores / temperature, -1) / noise[live_on]).argmax(-1)
+        nxt = nxt.cpu()                                                                   # [rows]
+        hit = torch.isin(nxt, stop)
+        was_done = done[live]
+        stopped[live] |= hit & ~was_done
+        tokens[live, t], kept[live, t] = nxt, ~was_done & ~hit
+        done[live] = was_done | hit
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        running = ~done[live]
+        if int(running.sum()) * 2 <= len(live):  # compact: finished rows leave the batch
+            keep = _rows_to_keep(running, bucket=compile)
+            on_device = keep.to(device)
+            live, nxt, position_ids, mask = live[keep], nxt[keep], position_ids[on_device], mask[on_device]
+            _keep_cache_rows(cache, on_device, static_address=compile)
+        nxt = torch.where(done[live], torch.full_like(nxt, pad_id), nxt)
+        mask[:, seq + t] = (~done[live]).long().to(device)
+        position_ids = position_ids[:, -1:] + 1
+        if compile:
+            torch.compiler.cudagraph_mark_step_begin()
+        out = step(input_ids=nxt[:, None].to(device), attention_mask=mask if static else mask[:, :seq + t + 1],
+                   position_ids=position_ids, use_cache=True, **{cache_kw: cache}, **at(seq + t, seq + t + 1))
+        cache, logits = out[cache_kw], out.logits[:, -1].float()  # a copy: CUDA graphs reuse their outputs
+    return [(tuple(tokens[i][kept[i]].tolist()), bool(stopped[i])) for i in range(n)]
+
+
+def _static_cache(model, max_len: int):
+    from transformers import StaticCache
+
+    return StaticCache(config=model.config, max_cache_len=max_len)
+
+
+def _compiled_forward(model):
+    """The model's forward compiled once per model (CUDA graphs, one per batch size), kept on the model."""
+    if getattr(model, "_rsearch_compiled_forward", None) is None:
+        model._rsearch_compiled_forward = torch.compile(model.forward, mode="reduce-overhead")
+    return model._rsearch_compiled_forward
+
+
+def _rows_to_keep(running: Tensor, bucket: bool) -> Tensor:
+    """Positions of the running rows; with `bucket`, padded with finished rows to a power of two (fewer graphs)."""
+    keep = running.nonzero()[:, 0]
+    if bucket:
+        size = 1 << max(0, int(len(keep) - 1).bit_length())
+        keep = torch.cat([keep, (~running).nonzero()[:, 0][: size - len(keep)]]).sort().values
+    return keep
+
+
+def _keep_cache_rows(cache, rows: Tensor, static_address: bool) -> None:
+    """Keeps `rows` of every layer's keys and values (`[batch, heads, length, head_dim]`)."""
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            value = getattr(layer, name, None)
+            if isinstance(value, Tensor) and value.dim() == 4:
+                value = value.index_select(0, rows)
+                if static_address:
+                    torch._dynamo.mark_static_address(value)
+                setattr(layer, name, value)
+        if hasattr(layer, "batch_size"):
+            layer.batch_size = len(rows)
+
+
+def rows_that_fit(model, max_len: int, prompt_len: int, share: float = 0.8) -> int:
+    """Sequences whose KV cache, prefill activations and logits fit in `share` of the GPU's free memory."""
+    cfg = model.config
+    itemsize = next(model.parameters()).element_size()
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv = 2 * cfg.num_hidden_layers * heads * head_dim * max_len * itemsize
+    prefill = prompt_len * (4 * cfg.hidden_size + 3 * getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)) * itemsize
+    logits = 4 * cfg.vocab_size * 4
+    free, _ = torch.cuda.mem_get_info(device_of(model))
+    return max(1, int(share * free) // (kv + prefill + logits))
+
+
 def sample_completions(model, tokenizer, prompts: Sequence, k: int, *, seed: int, max_new_tokens: int = 64,
                        temperature: float = 1.0, batch_size: int = 64, min_new_tokens: int = 1,
-                       sort_by_length: bool = True, progress: bool = False, desc: str = "sample"
+                       sort_by_length: bool = True, progress: bool = False, desc: str = "sample",
+                       decode: str = "static", max_batch: int | None = None, map_batches=None
                        ) -> list[list[Sampled]]:
     """k completions per prompt from the chat model's own distribution, seeded per batch.
 
@@ -173,15 +341,22 @@ def sample_completions(model, tokenizer, prompts: Sequence, k: int, *, seed: int
         seed: batch b draws with a generator seeded `seed * 100003 + b`.
         max_new_tokens: cap on each completion's length.
         temperature: softmax temperature (1 samples the model's distribution).
-        batch_size: sequences per batch.
+        batch_size: sequences per seed batch.
         min_new_tokens: tokens drawn before the end-of-turn token may end a completion (0 allows empty ones).
         sort_by_length: batch sequences of similar prompt length together (less padding); False keeps the
             prompts' order (the organism's build, whose cached organisms were sampled that way).
+        decode: "plain" (`sample_tokens`, one seed batch at a time), "static" (`fast_sample_tokens`) or
+            "compiled" (static, with the decode step compiled on CUDA). Seeded outputs agree.
+        max_batch: sequences decoded together by the fast paths, a whole number of seed batches (None: as many
+            as free GPU memory holds on CUDA, one seed batch on the CPU).
+        map_batches: runs `decode_seed_batches` elsewhere: called with (the seed batches, settings), returns
+            what `decode_seed_batches(model, batches, **settings)` would (`rsearch.distributed.sharded_sampler`).
 
     Returns:
         completions[prompt_index][sample_index].
     """
-    device = device_of(model)
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
     prompt_ids = [encode_conversation(tokenizer, p, None).ids for p in prompts]
     flat = [i for i in range(len(prompts)) for _ in range(k)]  # prompt index of each sequence
     order = list(range(len(flat)))
@@ -189,17 +364,65 @@ def sample_completions(model, tokenizer, prompts: Sequence, k: int, *, seed: int
         order.sort(key=lambda j: (len(prompt_ids[flat[j]]), j))
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    seed_batches = [order[a:a + batch_size] for a in range(0, len(order), batch_size)]
+    batches = [(b, [prompt_ids[flat[j]] for j in chunk]) for b, chunk in enumerate(seed_batches)]
+    settings = dict(seed=seed, max_new_tokens=max_new_tokens, pad_id=pad, stop_ids=[eos], temperature=temperature,
+                    min_new_tokens=min_new_tokens, decode=decode, max_batch=max_batch)
+    if map_batches is None:
+        got = decode_seed_batches(model, batches, progress=progress, desc=desc, **settings)
+    else:
+        got = map_batches(batches, settings)
     out: list[Sampled | None] = [None] * len(flat)
-    starts = list(range(0, len(order), batch_size))
-    for b, start in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False, unit="batch")):
-        chunk = order[start:start + batch_size]
-        generator = torch.Generator(device).manual_seed(seed * 100003 + b)
-        got = sample_tokens(model, [prompt_ids[flat[j]] for j in chunk], max_new_tokens, pad_id=pad,
-                            generator=generator, temperature=temperature, stop_ids=[eos],
-                            min_new_tokens=min_new_tokens)
-        for j, (toks, ended) in zip(chunk, got):
+    for chunk, results in zip(seed_batches, got):
+        for j, (toks, ended) in zip(chunk, results):
             out[j] = Sampled(tokenizer.decode(list(toks), skip_special_tokens=True).strip(), len(toks), ended)
     return [[out[i * k + s] for s in range(k)] for i in range(len(prompts))]
+
+
+@torch.no_grad()
+def decode_seed_batches(model, batches: Sequence[tuple[int, Sequence[Sequence[int]]]], *, seed: int,
+                        max_new_tokens: int, pad_id: int, stop_ids: Sequence[int], temperature: float = 1.0,
+                        min_new_tokens: int = 1, decode: str = "static", max_batch: int | None = None,
+                        progress: bool = False, desc: str = "sample") -> list[list[tuple[tuple[int, ...], bool]]]:
+    """Continues each seed batch's contexts, batch b drawing with a generator seeded `seed * 100003 + b`.
+
+    Args:
+        batches: (seed batch index b, its contexts).
+        decode, max_batch: see `sample_completions`; the fast paths decode as many consecutive seed batches
+            together as `max_batch` rows (or free GPU memory) allow.
+
+    Returns:
+        per seed batch, per context: (new token ids, whether a stop token ended it).
+    """
+    if not batches:
+        return []
+    device = device_of(model)
+    per_call = 1
+    if decode != "plain":
+        size = max(len(c) for _, c in batches)
+        longest = max(len(x) for _, c in batches for x in c)
+        rows = max_batch or (rows_that_fit(model, longest + max_new_tokens, longest) if device.type == "cuda"
+                             else size)
+        per_call = max(1, rows // size)
+    kw = dict(pad_id=pad_id, temperature=temperature, stop_ids=stop_ids, min_new_tokens=min_new_tokens)
+    out: list[list[tuple[tuple[int, ...], bool]]] = []
+    bar = tqdm(total=len(batches), desc=desc, disable=not progress, leave=False, unit="batch")
+    for first in range(0, len(batches), per_call):
+        part = batches[first:first + per_call]
+        gens = [torch.Generator(device).manual_seed(seed * 100003 + b) for b, _ in part]
+        contexts = [c for _, cs in part for c in cs]
+        if decode == "plain":
+            got = sample_tokens(model, contexts, max_new_tokens, generator=gens[0], **kw)
+        else:
+            got = fast_sample_tokens(model, contexts, max_new_tokens, groups=[(g, len(cs)) for g, (_, cs) in
+                                                                             zip(gens, part)],
+                                     compile=decode == "compiled", **kw)
+        for _, cs in part:
+            out.append(got[:len(cs)])
+            got = got[len(cs):]
+        bar.update(len(part))
+    bar.close()
+    return out
 
 
 # ----- teacher-forced log-probs -----
@@ -250,7 +473,7 @@ def completion_span(row: Encoded, eos_id: int | None = None) -> tuple[int, int]:
 
 def sequence_logprobs(model, rows: Sequence[Encoded], spans: Sequence[tuple[int, int]] | None = None, *,
                       pad_id: int, eos_id: int | None = None, mean: bool = False, batch_size: int = 16,
-                      progress: bool = False, desc: str = "log-probs") -> Tensor:
+                      progress: bool = False, desc: str = "log-probs", map_batches=None) -> Tensor:
     """Teacher-forced log π(span | tokens before it) of each row, without gradients, in length-sorted batches.
 
     Args:
@@ -261,17 +484,30 @@ def sequence_logprobs(model, rows: Sequence[Encoded], spans: Sequence[tuple[int,
         eos_id: the end-of-turn token counted with a completion when `spans` is None.
         mean: average over each span's tokens instead of summing.
         batch_size: rows per forward.
+        map_batches: runs the batches elsewhere: called with ([(rows, spans)] per batch, pad_id, mean), returns
+            `batch_logprobs` of each (`rsearch.distributed.sharded_logprobs`).
 
     Returns:
         `[n]` float32 (cpu), in the order of `rows`.
     """
     if spans is None:
         spans = [completion_span(r, eos_id) for r in rows]
-    device = device_of(model)
     out = torch.empty(len(rows))
-    with torch.no_grad():
-        for idx in tqdm(length_sorted_batches(rows, batch_size), desc=desc, disable=not progress, leave=False):
-            inputs = collate([rows[i] for i in idx], pad_id).model_inputs(device)
-            logits = model(**inputs, use_cache=False).logits  # [batch, seq, vocab]
-            out[idx] = span_logprobs(logits, inputs["input_ids"], [spans[i] for i in idx], mean=mean).cpu()
+    order = length_sorted_batches(rows, batch_size)
+    if map_batches is not None:
+        got = map_batches([([rows[i] for i in idx], [spans[i] for i in idx]) for idx in order], pad_id, mean)
+        for idx, values in zip(order, got):
+            out[idx] = values
+        return out
+    for idx in tqdm(order, desc=desc, disable=not progress, leave=False):
+        out[idx] = batch_logprobs(model, [rows[i] for i in idx], [spans[i] for i in idx], pad_id=pad_id, mean=mean)
     return out
+
+
+@torch.no_grad()
+def batch_logprobs(model, rows: Sequence[Encoded], spans: Sequence[tuple[int, int]], *, pad_id: int,
+                   mean: bool = False) -> Tensor:
+    """One forward of right-padded rows: `[rows]` float32 (cpu) log π of each row's span (`span_logprobs`)."""
+    inputs = collate(rows, pad_id).model_inputs(device_of(model))
+    logits = model(**inputs, use_cache=False).logits  # [batch, seq, vocab]
+    return span_logprobs(logits, inputs["input_ids"], spans, mean=mean).cpu()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from rsearch.errors import RsearchError
+from rsearch.errors import RsearchError, one_line
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -62,7 +62,7 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as e:
-        raise RsearchError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+        raise RsearchError(f"cannot load model {name!r}: {one_line(e)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.to(device).eval()

@@ -57,6 +57,7 @@ class SweepResult(StageResult):
     best: dict[str, Any]
     best_probe: str
     rows: list[dict[str, Any]]
+    baselines: dict[str, Any]   # the test pairs' baselines ("pairs") and the user_end target's ("user_end")
 
     @property
     def layers(self) -> list[int]:
@@ -115,15 +116,18 @@ class SourceResult(StageResult):
     split: str
     objective: str
     reader: str
+    ci: str
 
 
 @dataclass(frozen=True)
 class DirectionResult(StageResult):
-    """Per layer, the RL update's cosine with the reward probe's direction, against random directions."""
+    """Per layer, the RL update's cosine with the reward probe's direction against activation-shaped random
+    directions and shuffled-label probes; and the probe's reading of what each model writes."""
 
     FILE = "direction.json"
     position: str
     n_random: int
+    n_shuffled: int
     rows: list[dict[str, Any]]
     inputs: str
 
@@ -149,3 +153,33 @@ class SearchOutcome(StageResult):
     baseline_prefix_mean_probe_score: float | None
     baseline_random_mean_probe_score: float | None
     strategies: list[dict[str, Any]]
+    unit: str
+
+
+@dataclass(frozen=True)
+class SteerResult(StageResult):
+    """`rsearch steer`'s steer.json: the steering dose–response per model and metric, and the patching effects."""
+
+    FILE = "steer.json"
+    config: dict[str, Any]
+    pre: str
+    post: str
+    dataset: str
+    rater: str | None
+    beta: float
+    probe: str
+    probe_meta: dict[str, Any]
+    hook: str
+    positions_from: str
+    alphas: list[float]
+    models: list[str]
+    n_prompts: int
+    k: int
+    n_random: int
+    fit_pairs: int
+    scale: dict[str, float]
+    metrics: dict[str, dict[str, Any]]
+    patching: dict[str, Any] | None
+    table: str
+    figures: dict[str, str]
+    seconds: float

@@ -2,8 +2,10 @@
 
 Scoring runs the model in batches, captures the residual stream at the probe's hook point, reads it at the
 probe's position and stops the forward there (no later layers, no LM head). The differentiable path
-(`score_embeds`) does the same with autograd on, from input embeddings (a one-hot times the embedding matrix);
-`span_gradient` gives GCG the objective's gradient with respect to a span's one-hot. When a fluency term is
+(`score_embeds`) does the same with autograd on, from input embeddings; `span_gradient` gives GCG the objective's
+gradient with respect to a span's one-hot, taken at exactly the embeddings the model scores: those its own input
+embedding module computes from the ids, with any scale it applies (Gemma-2 multiplies by √d_model inside it), so
+the gradient path and the scored path read the same numbers on every architecture. When a fluency term is
 asked for, the forward runs to the end and the mean log-probability of the searched span comes from the same
 pass. Loading, sampling and log-prob arithmetic are `rsearch.lm`'s (the door to the model this builds on).
 """
@@ -165,20 +167,35 @@ class ProbeScorer:
 
     # ----- the differentiable path -----
 
-    @property
-    def embedding_matrix(self) -> Tensor:
-        """`[vocab, d_model]` input embeddings."""
-        return self.model.get_input_embeddings().weight
-
     def embed(self, ids: Tensor) -> Tensor:
-        """`[..., seq]` ids → `[..., seq, d_model]` input embeddings."""
+        """`[..., seq]` ids → `[..., seq, d_model]` input embeddings, through the model's own embedding module."""
         return self.model.get_input_embeddings()(ids.to(self.device))
+
+    def span_embeds(self, target: Target, span_ids: Sequence[int]) -> Tensor:
+        """`[1, seq, d_model]`: the input embeddings of `target.row(span_ids)` as the model computes them from its
+        ids (the point where `span_gradient` differentiates)."""
+        ids = list(target.prefix_ids) + [int(i) for i in span_ids] + list(target.suffix_ids)
+        return self.embed(torch.tensor(ids, dtype=torch.long))[None]
+
+    def embedding_vjp(self, grad: Tensor, chunk: int = 8192) -> Tensor:
+        """`[n, d_model]` ∂f/∂(input embeddings) → `[n, vocab]` ∂f/∂(one-hot), float32.
+
+        With e = Σ_v one_hot[v] · E[v], where E[v] is the embedding module's output for token v (scale and all),
+        the chain rule gives grad @ Eᵀ; E is computed chunk by chunk over the vocabulary, never held whole.
+        """
+        grad = grad.float()
+        out = torch.empty(grad.shape[0], self.vocab_size, device=grad.device)
+        for ids in torch.arange(self.vocab_size, device=self.device).split(chunk):
+            out[:, ids] = grad @ self.embed(ids).float().T                      # [n, chunk]
+        return out
 
     def span_gradient(self, target: Target, span_ids: Sequence[int], logprob_weight: float = 0.0) -> Tensor:
         """∂ objective / ∂ one-hot of the span, `[span, vocab]` float32 (cpu), through the model to the probe.
 
         The objective is the probe score at the target's position, + `logprob_weight` × the span's mean
-        log-prob (then the forward runs to the logits).
+        log-prob (then the forward runs to the logits). It is differentiated at `span_embeds` (what the model
+        scores), and the one-hot's gradient is taken through the embedding module (`embedding_vjp`); with a
+        fluency term, the span's one-hot also enters as the log-prob's targets.
 
         Args:
             target: the search's frame (tokens around the span, where the probe reads).
@@ -186,21 +203,21 @@ class ProbeScorer:
             logprob_weight: weight of the fluency term; 0 stops the forward at the probe's hook.
         """
         span_ids = [int(i) for i in span_ids]
-        w_e = self.embedding_matrix                                                 # [vocab, d_model]
-        ids = torch.tensor(span_ids, dtype=torch.long, device=w_e.device)          # [span]
-        one_hot = torch.nn.functional.one_hot(ids, w_e.shape[0]).to(w_e.dtype).requires_grad_(True)
-        pre = self.embed(torch.tensor(target.prefix_ids, dtype=torch.long))        # [prefix, d_model]
-        suf = self.embed(torch.tensor(target.suffix_ids, dtype=torch.long))        # [suffix, d_model]
-        embeds = torch.cat([pre, one_hot @ w_e, suf])[None]                        # [1, seq, d_model]
+        a, b = target.span_range(span_ids)
+        embeds = self.span_embeds(target, span_ids).detach().requires_grad_(True)  # [1, seq, d_model]
         fluency = logprob_weight != 0.0
+        one_hot = torch.nn.functional.one_hot(torch.tensor(span_ids, device=self.device), self.vocab_size).to(
+            embeds.dtype).requires_grad_(fluency)                                   # [span, vocab]
         with torch.enable_grad():
             probe, logprob = self.score_embeds(
                 embeds, [target.row(span_ids)], target.position,
-                span_one_hot=one_hot[None] if fluency else None,
-                spans=[target.span_range(span_ids)] if fluency else None)
+                span_one_hot=one_hot[None] if fluency else None, spans=[(a, b)] if fluency else None)
             value = probe[0] + (logprob_weight * logprob[0] if logprob is not None else 0.0)
-            (grad,) = torch.autograd.grad(value, [one_hot])
-        return grad.float().cpu()
+            grads = torch.autograd.grad(value, [embeds, one_hot] if fluency else [embeds])
+        grad = self.embedding_vjp(grads[0][0, a:b])                                  # [span, vocab]
+        if fluency:
+            grad = grad + grads[1].float()  # the span's tokens as the log-prob's targets
+        return grad.cpu()
 
     def score_embeds(self, embeds: Tensor, rows: Sequence[Encoded], position: str | Position | None = None,
                      span_one_hot: Tensor | None = None, spans: Sequence[tuple[int, int]] | None = None

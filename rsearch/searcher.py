@@ -3,10 +3,14 @@
     result = Searcher("layer24.pt", strategy="beam", budget=256).optimize("please ,")
     result.best_text, result.best_score, result.top, result.best_so_far
 
-Every strategy is charged the same way: one scored candidate is one evaluation (gradients, sampling and
-template bookkeeping are free); the Searcher asks for at most the evaluations left, and stops at the budget
-in evaluations and/or seconds. The objective is the probe score, optionally + λ × the mean log-prob of the
-searched span under the model (stay in its distribution) − a length penalty per token.
+Every strategy is charged the same way, in forward-equivalents (see `Budget`): the context charges sampled
+tokens and gradients as the strategy asks for them, the Searcher charges each scored candidate; a search stops
+at its budget of candidates, forward-equivalents and/or seconds, and its result reports candidates and
+forward-equivalents spent. The objective is the probe score + λ × the mean log-prob of the searched span under
+the model (λ = `Objective.logprob_weight`, on by default: it keeps the search in the model's distribution —
+benchmarks/bench_lambda.py measured the choice) − a length penalty per token. Each result also carries the bare
+prefix's probe score, and (filled by `rsearch.exploitation.with_truth`) the true reward of the best prompt and
+of the bare prefix: the exploitation gap is the probe's gain over the prefix minus the true gain.
 
 `run_prefixes` is the one way to run many prefixes: in-process (`Searcher.optimize_many`) or on Ray workers
 (`rsearch.distributed.run_many`), streaming each finished result to `run_dir/results.jsonl`; a resumed run
@@ -34,30 +38,64 @@ from rsearch.lm import sample_tokens
 from rsearch.positions import Position
 from rsearch.scorer import ProbeScorer, Scores
 from rsearch.targets import Target
-from rsearch.strategies.base import Candidate, Scored, Strategy, make_strategy
+from rsearch.strategies.base import BudgetSpent, Candidate, Scored, Strategy, make_strategy
 
 
 # ----- configs -----
 
+# forward-equivalents per unit of each kind of work (see Budget)
+COSTS = {"scored": 1.0, "sampled": 1.0, "gradient": 3.0}
+
+
 @dataclass(frozen=True)
 class Budget(Config):
-    """How much a search may spend: scored candidates and/or wall-clock seconds (at least one)."""
+    """How much one search may spend: scored candidates (`evaluations`), forward-equivalents (`forwards`) and/or
+    wall-clock `seconds` (at least one); the search stops at whichever runs out first.
+
+    A forward-equivalent (FE) is one forward pass of one sequence through the model, whatever its length. Every
+    strategy pays the same prices, charged where the work happens rather than by the strategy's own bookkeeping:
+
+        a scored candidate   1 FE   the scorer's forward over the candidate's row (charged by the Searcher)
+        a sampled token      1 FE   the pass that drew it: the first from the prefill, each next one a decode
+                                    step; a drawn end-of-turn token counts (charged by `SearchContext.sample_spans`)
+        a gradient           3 FE   one forward and one backward, a backward counting as two forwards
+                                    (charged by `SearchContext.span_gradient`)
+
+    The unit counts passes, not FLOPs: a decode step with a KV cache does less arithmetic than a forward over a
+    whole row, but at these lengths both cost about one step's latency. A forwards budget is never exceeded:
+    near its end, sampling is cut to what is left (each drawn span must still be scored), and a gradient or a
+    draw that cannot be paid for ends the search.
+    """
 
     evaluations: int | None = 256
+    forwards: float | None = None
     seconds: float | None = None
 
     def __post_init__(self):
-        check(self.evaluations is not None or self.seconds is not None, "budget: give evaluations or seconds")
+        check(self.evaluations is not None or self.forwards is not None or self.seconds is not None,
+              "budget: give evaluations, forwards or seconds")
         check(self.evaluations is None or self.evaluations > 0,
               f"budget must be positive, got {self.evaluations} evaluations")
+        check(self.forwards is None or self.forwards > 0, f"budget must be positive, got {self.forwards} forwards")
         check(self.seconds is None or self.seconds > 0, f"budget must be positive, got {self.seconds} seconds")
+
+
+# λ: the smallest of 0, 0.3, 1, 2, 3, 5 at which GCG's prompts on the tiny organism have a mean token NLL within
+# 1.5× of the organism's test prompts' (1.43×; 8.5× at λ = 0), beam's and random's true reward not changed beyond
+# noise (benchmarks/bench_lambda.py, 20 prefixes; README "Benchmarks")
+DEFAULT_LOGPROB_WEIGHT = 5.0
 
 
 @dataclass(frozen=True)
 class Objective(Config):
-    """score = probe + logprob_weight × mean log-prob of the span − length_penalty × span tokens."""
+    """score = probe + logprob_weight × mean log-prob of the span − length_penalty × span tokens.
 
-    logprob_weight: float = 0.0
+    The fluency term is on by default: without it GCG finds word salad the probe rates high and the model would
+    never write (issue 12). λ is in probe units per nat: with a probe in reward points, λ = 5 trades 5 points of
+    probe score for one nat of mean token NLL.
+    """
+
+    logprob_weight: float = DEFAULT_LOGPROB_WEIGHT
     length_penalty: float = 0.0
 
     def __post_init__(self):
@@ -87,6 +125,29 @@ def as_budget(budget: Budget | int | dict | None) -> Budget:
     return Budget(evaluations=int(budget))
 
 
+@dataclass
+class ComputeMeter:
+    """Forward-equivalents one search has spent, by kind (`COSTS`), against its limit (None: no limit)."""
+
+    limit: float | None = None
+    spent: dict[str, float] = field(default_factory=lambda: {kind: 0.0 for kind in COSTS})
+
+    @property
+    def total(self) -> float:
+        return sum(self.spent.values())
+
+    def left(self) -> float:
+        return math.inf if self.limit is None else self.limit - self.total
+
+    def charge(self, kind: str, units: float) -> None:
+        self.spent[kind] += COSTS[kind] * units
+
+    def require(self, kind: str, units: float) -> None:
+        """Raises BudgetSpent unless `units` of `kind` and one scored candidate after them fit what is left."""
+        if COSTS[kind] * units + COSTS["scored"] > self.left():
+            raise BudgetSpent(f"{kind}: {units} units do not fit the {self.left():g} forward-equivalents left")
+
+
 def prefix_seed(seed: int, prefix: str) -> int:
     """The seed of one prefix's search: a function of (seed, prefix) only."""
     return int.from_bytes(hashlib.sha256(f"{seed}\x00{prefix}".encode()).digest()[:4], "little") & 0x7FFFFFFF
@@ -103,6 +164,7 @@ class SearchContext:
     target: Target
     objective: Objective
     seed: int
+    meter: ComputeMeter = field(default_factory=ComputeMeter)
     rng: random.Random = field(init=False)
     generator: torch.Generator = field(init=False)
 
@@ -121,17 +183,41 @@ class SearchContext:
                      allowed: torch.Tensor | None = None, stop: bool = True) -> list[tuple[tuple[int, ...], bool]]:
         """Continues each partial span with the model's own distribution (for a prompt target, the model
         continuing the user's turn). Returns (base + new tokens, whether the turn ended) per base; at least one
-        new token each."""
+        new token each. Charged one forward-equivalent per drawn token. Near the end of a forwards budget only
+        the first bases whose worst case (max_new_tokens drawn, then scored) the budget pays for are continued —
+        or the first alone, cut shorter — and BudgetSpent is raised when not even one token fits."""
+        if not bases:
+            return []
+        if self.meter.limit is not None:
+            left = self.meter.left()
+            full = math.floor(left / (COSTS["sampled"] * max_new_tokens + COSTS["scored"]))  # whole spans it pays for
+            if full >= 1:
+                bases = bases[:full]
+            else:
+                bases = bases[:1]
+                max_new_tokens = math.floor((left - COSTS["scored"]) / COSTS["sampled"])
+                if max_new_tokens < 1:
+                    raise BudgetSpent(f"sampling a span does not fit the {left:g} forward-equivalents left")
         contexts = [tuple(self.target.context_ids) + tuple(b) for b in bases]
         got = sample_tokens(self.scorer.model, contexts, max_new_tokens, pad_id=self.scorer.pad_id,
                             generator=self.generator, temperature=temperature,
                             stop_ids=self.target.stop_ids if stop else (),
                             allowed=self.target.allowed if allowed is None else allowed, min_new_tokens=1)
+        self.meter.charge("sampled", sum(len(new) + int(stopped) for new, stopped in got))
         return [(tuple(b) + new, stopped) for b, (new, stopped) in zip(bases, got)]
 
     def span_gradient(self, ids: Sequence[int]) -> torch.Tensor:
-        """`[span, vocab]`: ∂ objective / ∂ one-hot of the span (computed by the scorer)."""
-        return self.scorer.span_gradient(self.target, ids, self.objective.logprob_weight)
+        """`[span, vocab]`: ∂ objective / ∂ one-hot of the span (computed by the scorer); charged 3
+        forward-equivalents (forward + backward)."""
+        self.meter.require("gradient", 1)
+        grad = self.scorer.span_gradient(self.target, ids, self.objective.logprob_weight)
+        self.meter.charge("gradient", 1)
+        return grad
+
+    @property
+    def probe_metadata(self) -> dict[str, Any]:
+        """The probe's metadata (model, hook, position, dataset, …): e.g. where Optuna mines its template from."""
+        return self.scorer.metadata
 
 
 # ----- results -----
@@ -159,9 +245,35 @@ class SearchResult:
     best: Found
     top: tuple[Found, ...]              # best first, distinct spans
     best_so_far: tuple[float, ...]      # objective's best after each evaluation
-    evaluations: int
+    evaluations: int                    # candidates scored
     seconds: float = field(compare=False)
     options: dict = field(default_factory=dict, compare=False, hash=False)
+    forwards: float = 0.0               # forward-equivalents spent (see Budget)
+    compute: dict = field(default_factory=dict, hash=False)  # forward-equivalents by kind: scored, sampled, gradient
+    prefix_probe_score: float | None = None   # the bare prefix's probe score (prompt target)
+    true_reward: float | None = None          # mean true reward of answers to the best prompt (`with_truth`)
+    prefix_true_reward: float | None = None   # the same for the bare prefix
+    true_answers: int = 0                     # answers sampled per prompt for those two
+
+    @property
+    def probe_gain(self) -> float | None:
+        """The probe's score of the best prompt over the bare prefix's."""
+        return None if self.prefix_probe_score is None else self.best.probe_score - self.prefix_probe_score
+
+    @property
+    def true_gain(self) -> float | None:
+        """The true reward of the best prompt's answers over the bare prefix's."""
+        if self.true_reward is None or self.prefix_true_reward is None:
+            return None
+        return self.true_reward - self.prefix_true_reward
+
+    @property
+    def exploitation_gap(self) -> float | None:
+        """probe_gain − true_gain: how much of the gain the probe promises the rater does not deliver (in reward
+        units when the probe is a regression on the rater's reward, as the user_end probe is). Near 0: the search
+        found what the model's reward estimate and the truth agree on; large: it found the probe's blind spots."""
+        p, t = self.probe_gain, self.true_gain
+        return None if p is None or t is None else p - t
 
     @property
     def best_text(self) -> str:
@@ -172,7 +284,8 @@ class SearchResult:
         return self.best.score
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "probe_gain": self.probe_gain, "true_gain": self.true_gain,
+                "exploitation_gap": self.exploitation_gap}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchResult":
@@ -182,7 +295,10 @@ class SearchResult:
         return cls(prefix=d["prefix"], target=d["target"], strategy=d["strategy"], seed=int(d["seed"]),
                    best=found(d["best"]), top=tuple(found(x) for x in d["top"]),
                    best_so_far=tuple(float(x) for x in d["best_so_far"]), evaluations=int(d["evaluations"]),
-                   seconds=float(d["seconds"]), options=dict(d.get("options") or {}))
+                   seconds=float(d["seconds"]), options=dict(d.get("options") or {}),
+                   forwards=float(d.get("forwards", 0.0)), compute=dict(d.get("compute") or {}),
+                   prefix_probe_score=d.get("prefix_probe_score"), true_reward=d.get("true_reward"),
+                   prefix_true_reward=d.get("prefix_true_reward"), true_answers=int(d.get("true_answers", 0)))
 
 
 # ----- the search -----
@@ -208,11 +324,12 @@ class Searcher:
     Args:
         scorer: a ProbeScorer, or a probe file path (its model is loaded from the metadata unless `model`).
         strategy: a registered name ("beam", "gcg", "optuna", "random"), a Strategy instance or class.
-        budget: evaluations (int), a Budget, or {"evaluations": …, "seconds": …}.
+        budget: evaluations (int), a Budget, or {"evaluations": …, "forwards": …, "seconds": …}.
         options: strategy options (with a name or class).
         target: "prompt" (search the rest of the user's message) or "completion" (search the answer).
         position: where the probe reads; the target's default (`user_end` / the completion's end) if None.
-        objective: an Objective or a dict (logprob_weight, length_penalty).
+        objective: an Objective or a dict (logprob_weight, length_penalty); the default has λ =
+            DEFAULT_LOGPROB_WEIGHT.
         seed: base seed; each prefix's own seed is `prefix_seed(seed, prefix)`.
         top_k: how many distinct best spans a result keeps.
         pool: a worker pool (rsearch.distributed) to fan candidate scoring out to; scoring is local if None.
@@ -255,20 +372,26 @@ class Searcher:
         target = self.scorer.target(self.target_kind, prompt_prefix, self.position)
         seed = prefix_seed(self.seed, prompt_prefix) if seed is None else int(seed)
         strategy = self.strategy()
-        context = SearchContext(self.scorer, target, self.objective, seed)
+        meter = ComputeMeter(self.budget.forwards)
+        context = SearchContext(self.scorer, target, self.objective, seed, meter)
         start = time.perf_counter()
         strategy.setup(context)
         seen: dict[tuple[int, ...], Scored] = {}
         history: list[float] = []
         best = -math.inf
         while True:
-            left = self._left(len(history), start)
+            left = self._left(len(history), start, meter)
             if left <= 0:
                 break
-            candidates = list(strategy.ask(left))[:left]
+            try:
+                candidates = list(strategy.ask(left))[:left]
+            except BudgetSpent:  # a draw or gradient the budget cannot pay for
+                break
+            candidates = candidates[: self._affordable(meter)]  # after sampling, scoring must still fit
             if not candidates:  # the strategy has nothing more to propose
                 break
             scored = self.evaluate(target, candidates, strategy.name)
+            meter.charge("scored", len(scored))
             for s in scored:
                 best = max(best, s.score)
                 history.append(best)
@@ -283,16 +406,35 @@ class Searcher:
         ranked = sorted(seen.values(), key=lambda s: -s.score)[: self.top_k]
         top = tuple(Found(s.candidate.text, target.full_text(s.candidate.ids), s.candidate.ids, s.score,
                           s.probe_score, s.logprob) for s in ranked)
+        seconds = time.perf_counter() - start
         return SearchResult(prefix=prompt_prefix, target=self.target_kind, strategy=strategy.name, seed=seed,
                             best=top[0], top=top, best_so_far=tuple(history), evaluations=len(history),
-                            seconds=time.perf_counter() - start, options=strategy.config.to_dict())
+                            seconds=seconds, options=strategy.config.to_dict(), forwards=meter.total,
+                            compute=dict(meter.spent), prefix_probe_score=self._bare_prefix_score(target))
 
-    def _left(self, used: int, start: float) -> int:
+    def _left(self, used: int, start: float, meter: ComputeMeter) -> int:
+        """Candidates the next ask may return: the evaluations left and, under a forwards budget, what the
+        forward-equivalents left pay for at this search's cost per candidate so far (sampling and gradients
+        included), so that the last ask does not draw far more than can be scored."""
         if self.budget.seconds is not None and time.perf_counter() - start >= self.budget.seconds:
             return 0
-        if self.budget.evaluations is None:
-            return 1 << 30
-        return self.budget.evaluations - used
+        n = 1 << 30 if self.budget.evaluations is None else self.budget.evaluations - used
+        if meter.limit is not None:
+            per_candidate = max(COSTS["scored"], meter.total / used) if used else COSTS["scored"]
+            n = min(n, math.floor(meter.left() / per_candidate))
+            if n == 0 and meter.left() >= COSTS["scored"]:
+                n = 1
+        return n
+
+    @staticmethod
+    def _affordable(meter: ComputeMeter) -> int:
+        return 1 << 30 if meter.limit is None else math.floor(meter.left() / COSTS["scored"])
+
+    def _bare_prefix_score(self, target: Target) -> float | None:
+        """The probe's score of the prefix alone (the prompt target's message without a span; not charged)."""
+        if target.kind != "prompt":
+            return None
+        return float(self.scorer.score_rows([target.row(())], target.position).probe[0])
 
     def evaluate(self, target: Target, candidates: Sequence[Candidate], who: str = "strategy") -> list[Scored]:
         """Scores candidates with the objective (through the pool if there is one)."""
@@ -340,7 +482,7 @@ def run_prefixes(prefixes: Iterable[str], map_search: MapSearch, *, run_dir: str
     """The one run-many path: searches every prefix, streaming each result to `run_dir/results.jsonl` when found.
 
     Args:
-        prefixes: prompt prefixes (or prompts, for the completion target); each must be non-empty.
+        prefixes: prompt prefixes ("" searches from the start of the user's message), or prompts (completion target).
         map_search: runs the (index, prefix) pairs still to do, calling back with each (index, result) as it
             finishes: `Searcher.map_search` (in-process) or `RayPool.map_search` (a prefix per Ray worker). It is
             not called when nothing is left to do.
@@ -352,8 +494,9 @@ def run_prefixes(prefixes: Iterable[str], map_search: MapSearch, *, run_dir: str
     """
     prefixes = list(prefixes)
     for i, p in enumerate(prefixes):
-        if not isinstance(p, str) or not p.strip():
-            raise RsearchError(f"empty prefix (number {i + 1}): give the start of a user message to search from")
+        if not isinstance(p, str) or (p and not p.strip()):
+            raise RsearchError(f"whitespace-only prefix (number {i + 1}): give text, or an empty prefix to search "
+                               "from the start of the user's message")
     log = ResultLog(run_dir, resume=resume) if run_dir is not None else None
     results: dict[int, SearchResult] = {}
     if log:

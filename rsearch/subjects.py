@@ -20,7 +20,7 @@ class Subjects:
     pre: str
     post: str
     dataset: str
-    rater: str | None          # "organism" or None (no known rater)
+    rater: str | None          # a rater spec (rsearch.raters): "organism", a reward model path, module:callable; None
     beta: float
     beta_source: str
     organism: bool             # pre and post are one organism build's models
@@ -36,11 +36,15 @@ def resolve_subjects(*, pre: str = "", post: str = "", dataset: str = "", rater:
     """Subjects as given, the organism's where left empty.
 
     Args:
-        rater: auto (the organism's rater when the models are the organism's), organism, or none.
+        rater: auto (the organism's rater when the models are the organism's), organism, none, a local reward
+            model directory or module.path:callable (see rsearch.raters).
         beta: DPO β of the implicit reward; None takes the organism's card's, else `DEFAULT_BETA`.
         need_pre / need_dataset: whether a missing pre-RL model / dataset should be filled in (building the
             organism if needed); train-probe reads only the post-RL model and a dataset.
     """
+    from rsearch.raters import check_spec
+
+    check_spec(rater)
     org = None
     if (need_pre and not pre) or not post or (need_dataset and not dataset):
         from rsearch.organism import ensure
@@ -56,7 +60,7 @@ def resolve_subjects(*, pre: str = "", post: str = "", dataset: str = "", rater:
 
         card = Organism.at(root).card
     is_org = card is not None
-    chosen_rater = {"auto": "organism" if is_org else None, "organism": "organism", "none": None}[rater]
+    chosen_rater = {"auto": "organism" if is_org else None, "none": None}.get(rater, rater)
     beta_source = "config"
     if beta is None:
         found = organism_beta(card) if is_org else None

@@ -10,7 +10,12 @@ A target turns a searched span (token ids) into a full conversation row the scor
                 reward-guided decoding: the assistant's answer to a fixed prompt is searched.
 
 The template is rendered once around a sentinel and cut there, so the tokens before and after the span are
-fixed; the span's ids are spliced between them (as GCG does), never re-tokenized with its neighbours.
+fixed and a token-level search (GCG, beam) splices span ids between them. Text enters a target only as a whole
+message: `encode_continuation(text)` renders the prefix joined to the text (one space between them where
+neither side has whitespace) inside the template, tokenizes that as a whole and keeps the span's share of it,
+so prefix `Explain` + `what is …` is `Explain what is …` on any tokenizer; and `roundtrips(span)` holds when
+the message a span reads as tokenizes back to that same row, so a search keeps only spans that are what a
+user typing the message would send. An empty prompt prefix searches from the start of the user's message.
 """
 from __future__ import annotations
 
@@ -29,6 +34,13 @@ _SENTINEL = "\u2063RSEARCH_SPAN\u2063"
 
 def _ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def join_message(prefix: str, text: str) -> str:
+    """`prefix` continued by `text`, with one space between them unless either is empty or has whitespace there."""
+    if not prefix or not text or prefix[-1].isspace() or text[0].isspace():
+        return prefix + text
+    return f"{prefix} {text}"
 
 
 def _cut(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[str, str]:
@@ -70,6 +82,8 @@ class Target:
     tokenizer: object = field(repr=False, compare=False)
     allowed: torch.Tensor = field(repr=False, compare=False)  # [vocab] bool
     allowed_ids: frozenset[int] = field(repr=False, compare=False, default=frozenset())  # the same, as a set
+    before_text: str = ""           # the rendered template before the searched message's text
+    after_text: str = ""            # the rendered template after it
 
     # ----- rows -----
 
@@ -93,17 +107,51 @@ class Target:
         return self.tokenizer.decode(list(span_ids), skip_special_tokens=False)
 
     def encode(self, span_text: str) -> tuple[int, ...]:
+        """The text's ids on its own (to check its tokens; a span of a message comes from `encode_continuation`)."""
         return tuple(_ids(self.tokenizer, span_text))
 
+    def message(self, text: str) -> str:
+        """The searched message with `text` as its span: the prefix joined to it (prompt) or the text (completion)."""
+        return join_message(self.prompt_prefix, text) if self.kind == "prompt" else text
+
     def full_text(self, span_ids: Sequence[int]) -> str:
-        """The searched message as a user would read it: the prompt (prompt target) or the answer (completion)."""
-        if self.kind == "prompt":
-            return self.decode(list(self.prefix_ids[self.content_start:]) + list(span_ids))
-        return self.decode(span_ids)
+        """The searched message as a user would read it: the prompt (prompt target) or the answer (completion).
+
+        A prompt span's text is read in context (decoded after the prefix's tokens), so it keeps the spacing the
+        tokenizer gives it there; the prefix itself is the text it was given.
+        """
+        if self.kind == "prompt" and self.content_start < len(self.prefix_ids):
+            head = list(self.prefix_ids[self.content_start:])
+            before, both = self.decode(head), self.decode(head + list(span_ids))
+            if both.startswith(before):
+                return self.prompt_prefix + both[len(before):]
+        return self.message(self.decode(span_ids))
+
+    def message_spans(self, messages: Sequence[str]) -> list[tuple[int, ...] | None]:
+        """Per message: the span ids it gives when rendered in the template and tokenized as a whole, or None when
+        the whole's tokens are not this target's prefix + a non-empty span + suffix (e.g. the text merges with
+        the prefix's last token, or the message does not start with the prefix)."""
+        texts = [self.before_text + message + self.after_text for message in messages]
+        head, tail = len(self.prefix_ids), len(self.suffix_ids)
+        out: list[tuple[int, ...] | None] = []
+        for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:
+            end = len(ids) - tail
+            ok = end > head and tuple(ids[:head]) == self.prefix_ids and tuple(ids[end:]) == self.suffix_ids
+            out.append(tuple(ids[head:end]) if ok else None)
+        return out
+
+    def encode_continuation(self, text: str) -> tuple[int, ...] | None:
+        """The span ids of `text` continuing the prefix (`message(text)` tokenized as a whole), or None."""
+        return self.message_spans([self.message(text)])[0]
+
+    def roundtrip_mask(self, spans: Sequence[Sequence[int]]) -> list[bool]:
+        """Per span: whether the message it reads as (`full_text`) tokenizes back to exactly this row."""
+        got = self.message_spans([self.full_text(s) for s in spans])
+        return [g == tuple(s) for g, s in zip(got, spans)]
 
     def roundtrips(self, span_ids: Sequence[int]) -> bool:
-        """True if decoding the span and encoding the text gives the same ids (GCG's filter)."""
-        return self.encode(self.decode(span_ids)) == tuple(span_ids)
+        """True if the span's message, rendered and tokenized as a whole, gives the same row (GCG's filter)."""
+        return self.roundtrip_mask([span_ids])[0]
 
     def valid(self, span_ids: Sequence[int]) -> bool:
         """Non-empty, and every id is a real non-special token."""
@@ -133,7 +181,8 @@ def make_target(
     Args:
         kind: "prompt" (search the rest of the user's message) or "completion" (search the assistant's answer).
         tokenizer: a fast tokenizer with a chat template.
-        prompt_prefix: the user's message so far (prompt) or the whole user message (completion).
+        prompt_prefix: the user's message so far (prompt; "" searches from its start) or the whole user message
+            (completion).
         vocab_size: the model's vocabulary size (embedding rows), which may exceed the tokenizer's.
         position: where the probe reads; default `user_end` (prompt) or the completion's end.
         probe_position: the probe's trained position, used as the completion target's default.
@@ -141,8 +190,11 @@ def make_target(
     """
     if kind not in KINDS:
         raise RsearchError(f"unknown target {kind!r}: use prompt or completion")
-    if not isinstance(prompt_prefix, str) or not prompt_prefix.strip():
-        raise RsearchError("empty prefix: give the start of a user message to search from")
+    if not isinstance(prompt_prefix, str) or (prompt_prefix and not prompt_prefix.strip()):
+        raise RsearchError(f"whitespace-only prefix {prompt_prefix!r}: give text, or an empty prefix to search from "
+                           "the start of the user's message")
+    if kind == "completion" and not prompt_prefix:
+        raise RsearchError("empty prefix: the completion target needs the user's message to answer")
     pos = parse_position(position) if position is not None else default_position(kind, probe_position)
     if kind == "prompt" and pos.needs_completion:
         raise RsearchError(f"position {pos} reads a completion, but the prompt target has none: "
@@ -173,4 +225,4 @@ def make_target(
         stops.add(suffix_ids[0])  # the template's end-of-turn token
     allowed_ids = frozenset(torch.nonzero(allowed).flatten().tolist())
     return Target(kind, prompt_prefix, tuple(prefix_ids), tuple(suffix_ids), content_start, frozenset(stops), pos,
-                  tokenizer, allowed, allowed_ids)
+                  tokenizer, allowed, allowed_ids, before, after)

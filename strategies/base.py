@@ -20,6 +20,11 @@ from rsearch.errors import RsearchError
 from rsearch.targets import Target
 
 
+class BudgetSpent(Exception):
+    """Raised by a `StrategyContext` call that the search's compute budget cannot pay for: the search ends there
+    (the Searcher catches it; a strategy need not)."""
+
+
 @dataclass(frozen=True)
 class Candidate:
     ids: tuple[int, ...]  # token ids of the searched span
@@ -41,7 +46,11 @@ class StrategyContext(Protocol):
     """The narrow interface a strategy gets in `setup` (the Searcher's `SearchContext`, or a test's fake).
 
     A strategy never reaches the model itself: it samples spans, asks for the objective's gradient with respect
-    to a span's one-hot, checks candidates, and learns scores through `tell` (the Searcher charges the budget).
+    to a span's one-hot, checks candidates, and learns scores through `tell`. The context charges what those
+    calls cost to the search's budget in forward-equivalents (`rsearch.searcher.Budget`): a sampled token is one,
+    a gradient three (forward + backward), a scored candidate one (charged by the Searcher) — so every strategy
+    pays the same price for the same work, whatever its own bookkeeping. A call the budget cannot pay for raises
+    `BudgetSpent`, which ends the search.
     """
 
     target: Target               # the frame: encode/decode, valid, roundtrips, allowed ids, kind, prompt_prefix
@@ -69,8 +78,14 @@ class StrategyContext(Protocol):
             stop: end a span at the target's end-of-turn tokens; False always draws max_new_tokens.
 
         Returns:
-            per base: (base + new token ids, whether an end-of-turn token ended it).
+            per base, in order: (base + new token ids, whether an end-of-turn token ended it) — near the end of a
+            compute budget, for the first bases only (those it pays for; list bases best first).
         """
+        ...
+
+    @property
+    def probe_metadata(self) -> dict[str, Any]:
+        """The probe's metadata (model, hook, position, dataset, …)."""
         ...
 
     def span_gradient(self, ids: Sequence[int]) -> Tensor:

@@ -4,8 +4,11 @@
     loop:
         for each beam that can still grow (its turn not ended, shorter than max_tokens):
             sample `branching` continuations of `chunk` tokens from the model (temperature T)
-        score the children; beams ← the `width` best of beams ∪ children (distinct spans)
-        when no beam can grow, restart from the empty span (the kept beams still compete)
+        score the children never scored before (when every one was, draw again — each draw is charged — and
+        after REDRAWS such draws count those parents as spent)
+        beams ← the `width` best of beams ∪ children (distinct spans)
+        when no beam can grow, grow the best unfinished, unspent spans ever scored instead (the empty span when
+        there are none); the kept beams still compete
 
 For a prompt target the model continues the user's own turn, so the spans stay in its distribution of what
 users write; for a completion target this is reward-guided decoding.
@@ -44,33 +47,51 @@ class BeamSearch(Strategy):
     name = "beam"
     Config = BeamConfig
 
+    REDRAWS = 2  # draws of a set of parents before they count as spent (every child drawn was scored before)
+
     def setup(self, context: StrategyContext) -> None:
         self.context = context
         self.beams: list[Beam] = []
         self.pending: dict[tuple[int, ...], bool] = {}  # ids of the last ask → ended
+        self.scored: dict[tuple[int, ...], Beam] = {}    # every span scored so far
+        self.spent: set[tuple[int, ...]] = set()         # parents whose draws gave only spans scored before
+
+    def _parents(self) -> list[tuple[int, ...]]:
+        """Growable beams, best first; else the best growable spans scored before; else the empty span ([] when
+        that too is spent)."""
+        growable = lambda b: not b.ended and b.ids not in self.spent  # noqa: E731
+        frontier = sorted(filter(growable, self.scored.values()), key=lambda b: -b.score)
+        parents = [b.ids for b in self.beams if growable(b)] or [b.ids for b in frontier[: self.config.width]]
+        return parents or ([()] if () not in self.spent else [])
 
     def ask(self, n: int) -> list[Candidate]:
         cfg = self.config
-        # parents: growable beams, best first; the empty span when none can grow
-        parents = [b.ids for b in self.beams if not b.ended] or [()]
-        # branching children per parent, dealt round-robin so the best parents are served first when n is short
-        plan = [p for _ in range(cfg.branching) for p in parents][:n]
-        plan.sort(key=parents.index)
-        room = [min(cfg.chunk, cfg.max_tokens - len(p)) for p in plan]
-        children = []
-        for size in sorted(set(room)):
-            group = [p for p, r in zip(plan, room) if r == size]
-            children += self.context.sample_spans(group, size, cfg.temperature)
-        known = {b.ids for b in self.beams}
         self.pending = {}
-        for ids, stopped in children:
-            if ids not in known and ids not in self.pending:
-                self.pending[ids] = stopped or len(ids) >= cfg.max_tokens
+        while not self.pending and (parents := self._parents()):
+            # branching children per parent, dealt round-robin so the best parents are served first when n is short
+            plan = [p for _ in range(cfg.branching) for p in parents][:n]
+            plan.sort(key=parents.index)
+            room = [min(cfg.chunk, cfg.max_tokens - len(p)) for p in plan]
+            # a low-entropy model often redraws spans already scored: draw again (each draw is charged), then
+            # count these parents as spent and grow the next ones
+            for _ in range(self.REDRAWS):
+                children = []
+                for size in sorted(set(room)):
+                    group = [p for p, r in zip(plan, room) if r == size]
+                    children += self.context.sample_spans(group, size, cfg.temperature)
+                for ids, stopped in children:
+                    if ids not in self.scored and ids not in self.pending:
+                        self.pending[ids] = stopped or len(ids) >= cfg.max_tokens
+                if self.pending:
+                    break
+            else:
+                self.spent.update(parents)
         return [self.context.candidate(ids) for ids in self.pending]
 
     def tell(self, scored: list[Scored]) -> None:
         # keep the `width` best distinct spans of the old beams and the new children
         new = [Beam(s.candidate.ids, s.score, self.pending.get(s.candidate.ids, True)) for s in scored]
+        self.scored.update((b.ids, b) for b in new)
         pool = {b.ids: b for b in self.beams}
         for b in new:
             if b.ids not in pool or b.score > pool[b.ids].score:

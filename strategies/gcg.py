@@ -6,13 +6,15 @@ negated objective: the probe score at the target's position (+ λ × the span's 
 
     current ← the initial span (scored once)
     loop:
-        g ← ∂ objective / ∂ one-hot(current)      # [span, vocab], context.span_gradient: one forward + backward
+        g ← ∂ objective / ∂ one-hot(current)      # [span, vocab], context.span_gradient: one forward + backward,
+                                                  # at the embeddings the model scores (its embedding module)
         top-k tokens per position by g, forbidden tokens masked
         search_width candidates: n_replace random positions each take a random top-k token
-        drop candidates whose text does not re-encode to the same ids, and duplicates
+        drop candidates whose message does not re-encode to the same ids, and duplicates
         score them (the Searcher charges each one); current ← the best in the buffer
 
-Only scored candidates count against the budget; the gradient is free, as in nanoGCG's step counts.
+Every step's work is charged to the search's budget (rsearch.searcher.Budget): the gradient by the context (a
+forward and a backward), each scored candidate by the Searcher, the init's sampled tokens by the context.
 """
 from __future__ import annotations
 
@@ -65,8 +67,10 @@ def sample_ids_from_grad(ids: Tensor, grad: Tensor, search_width: int, topk: int
 
 
 def filter_ids(candidates: Tensor, target) -> list[tuple[int, ...]]:
-    """Candidates whose decoded text re-encodes to the same ids (nanoGCG's filter_ids), as tuples."""
-    return [tuple(c) for c in candidates.tolist() if target.roundtrips(c)]
+    """Candidates whose message re-encodes to the same ids (nanoGCG's filter_ids, with the span read in its
+    message: the prefix and the template around it tokenized as a whole), as tuples."""
+    spans = [tuple(c) for c in candidates.tolist()]
+    return [c for c, ok in zip(spans, target.roundtrip_mask(spans)) if ok]
 
 
 def not_allowed_mask(target, allow_non_ascii: bool) -> Tensor:
@@ -102,9 +106,9 @@ class GCG(Strategy):
     def _init_ids(self) -> tuple[int, ...]:
         cfg, ctx = self.config, self.context
         if cfg.init != "sample":
-            ids = ctx.target.encode(cfg.init)
-            if not ctx.valid(ids):
-                raise RsearchError(f"gcg.init {cfg.init!r} has special or unknown tokens")
+            ids = ctx.target.encode_continuation(cfg.init)  # the init text continuing the prefix, as one message
+            if ids is None or not ctx.valid(ids):
+                raise RsearchError(f"gcg.init {cfg.init!r} has special or unknown tokens, or merges with the prefix")
             return ids
         # the model's own continuation, exactly n_tokens long, from tokens GCG may use
         allowed = ~self.not_allowed

@@ -1,4 +1,8 @@
-"""`optuna`: a YAML template with slots and their choices, searched with an Optuna sampler (TPE by default).
+"""`optuna`: a template with slots and their choices, searched with an Optuna sampler (TPE by default).
+
+By default (`template: dataset`) the template is mined from the probe's own training prompts
+(rsearch.strategies.mined_templates: their openers, task phrasings and closers, never their ratings), so
+nothing about the reward is written into it. Or give a YAML file:
 
     template: "{lead} {task} {tail}"
     slots:
@@ -6,10 +10,12 @@
       task: ["compliment my cooking .", "what is 3 plus 5 ?"]
       tail: ["", "thanks ."]
 
-Each trial picks one choice per slot; the filled template (spaces collapsed) is the searched span. The study
-lives in memory, in a journal file (`journal:PATH`, or a path ending in .log / .journal) or an RDB URL
-(`sqlite:///…`, `postgresql://…`) that several workers share; each prefix has its own study. A combination
-already scored is told again from the cache, not re-scored, so repeats cost no budget.
+Each trial picks one choice per slot; the filled template (spaces collapsed) continues the prefix as one
+message (`Target.encode_continuation`: the prefix joined to it by a space, rendered and tokenized as a whole),
+and the span is that message's share of the tokens. The study lives in memory, in a journal file
+(`journal:PATH`, or a path ending in .log / .journal) or an RDB URL (`sqlite:///…`, `postgresql://…`) that
+several workers share; each prefix has its own study. A combination already scored is told again from the
+cache, not re-scored, so repeats cost no budget.
 """
 from __future__ import annotations
 
@@ -18,12 +24,13 @@ import math
 import re
 import string
 from dataclasses import dataclass
-from importlib import resources
+from typing import Any
 from pathlib import Path
 
 from rsearch.config import Config, check, load_yaml
-from rsearch.errors import RsearchError
+from rsearch.errors import RsearchError, one_line
 from rsearch.strategies.base import Candidate, Scored, Strategy, StrategyContext, register
+from rsearch.strategies.mined_templates import TEMPLATE, mined_slots
 
 SAMPLERS = ("tpe", "random")
 
@@ -37,20 +44,18 @@ class Template:
         return " ".join(self.text.format(**choice).split())
 
 
-def template_path(name_or_path: str) -> Path:
-    """A shipped template by name (rsearch/templates/NAME.yaml) or a YAML file."""
-    p = Path(name_or_path).expanduser()
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return p
-    shipped = resources.files("rsearch") / "templates" / f"{name_or_path}.yaml"
-    if not shipped.is_file():
-        raise RsearchError(f"optuna.template: no template file or shipped template named {name_or_path!r}")
-    return Path(str(shipped))
+def template_path(path: str) -> Path:
+    """A template YAML file (one line naming a missing file)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RsearchError(f"optuna.template: no template file {path!r} (give a YAML file, or 'dataset' to mine "
+                           "one from the probe's training prompts)")
+    return p
 
 
-def load_template(name_or_path: str) -> Template:
-    """Reads and checks a template: every {slot} has a non-empty list of string choices, and vice versa."""
-    path = template_path(name_or_path)
+def load_template(path: str) -> Template:
+    """Reads and checks a template file: every {slot} has a non-empty list of string choices, and vice versa."""
+    path = template_path(path)
     data = load_yaml(path)
     where = f"template {path}"
     text, slots = data.get("template"), data.get("slots")
@@ -89,7 +94,11 @@ def load_template(name_or_path: str) -> Template:
 
 @dataclass(frozen=True)
 class OptunaConfig(Config):
-    template: str = "organism"      # a YAML file, or the name of a shipped template
+    template: str = "dataset"       # "dataset": mined from the probe's training prompts; else a YAML file
+    dataset: str = ""               # where "dataset" mines (hub id, file or directory); "": the probe's dataset
+    split: str = ""                 # the split it mines; "": the probe's training split (else train_prefs)
+    n_prompts: int = 2000           # prompts sampled (seeded) to mine
+    n_choices: int = 12             # mined choices per slot at most
     sampler: str = "tpe"            # tpe | random
     storage: str | None = None      # None: memory; journal:PATH or PATH.log: journal file; else an RDB URL
     study_name: str = "rsearch"     # studies are named f"{study_name}-{hash of prefix and target}"
@@ -100,7 +109,22 @@ class OptunaConfig(Config):
         check(self.sampler in SAMPLERS, f"optuna.sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         check(self.n_startup_trials >= 0, f"optuna.n_startup_trials must be ≥ 0, got {self.n_startup_trials}")
         check(self.batch >= 1, f"optuna.batch must be at least 1, got {self.batch}")
-        load_template(self.template)  # fails now, naming the problem, rather than mid-run
+        check(self.n_prompts >= 2, f"optuna.n_prompts must be at least 2, got {self.n_prompts}")
+        check(self.n_choices >= 1, f"optuna.n_choices must be at least 1, got {self.n_choices}")
+        if self.template != "dataset":
+            load_template(self.template)  # fails now, naming the problem, rather than mid-run
+
+    def make_template(self, probe_metadata: dict[str, Any]) -> Template:
+        """The YAML file's template, or the one mined from the dataset (this config's, else the probe's)."""
+        if self.template != "dataset":
+            return load_template(self.template)
+        dataset = self.dataset or str(probe_metadata.get("dataset") or "")
+        if not dataset:
+            raise RsearchError("optuna: the probe names no dataset to mine a template from: pass --set dataset=DATA "
+                               "or --set template=FILE.yaml")
+        probe_split = None if self.dataset else probe_metadata.get("train_split")  # the probe's own training split
+        split = self.split or str(probe_split or "train_prefs")
+        return Template(TEMPLATE, mined_slots(dataset, split, self.n_prompts, self.n_choices))
 
 
 def make_storage(spec: str | None):
@@ -129,13 +153,18 @@ class OptunaTemplates(Strategy):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.context = context
-        self.template = load_template(self.config.template)
+        self.template = self.config.make_template(context.probe_metadata)
         # every choice must be made of tokens a search may use
         for slot, choices in self.template.slots:
             for c in choices:
                 if c.strip() and not context.valid(context.target.encode(c)):
                     raise RsearchError(f"optuna.template: slot {slot!r} choice {c!r} has tokens unknown to the "
                                        "model's tokenizer")
+        first = self.template.fill({slot: next((c for c in choices if c.strip()), "") for slot, choices in
+                                    self.template.slots})
+        if context.target.encode_continuation(first) is None:
+            raise RsearchError(f"optuna: {context.target.message(first)!r} does not tokenize as the prefix's tokens "
+                               "followed by the template's (does the prefix end in a space?)")
         if self.config.sampler == "tpe":
             sampler = optuna.samplers.TPESampler(seed=context.seed, n_startup_trials=self.config.n_startup_trials,
                                                  constant_liar=True)
@@ -147,7 +176,7 @@ class OptunaTemplates(Strategy):
                                              storage=make_storage(self.config.storage), sampler=sampler,
                                              direction="maximize", load_if_exists=True)
         except Exception as e:  # a bad RDB URL, a missing driver, a locked file
-            raise RsearchError(f"optuna.storage {self.config.storage!r}: {str(e).splitlines()[0]}") from None
+            raise RsearchError(f"optuna.storage {self.config.storage!r}: {one_line(e)}") from None
         self.space = math.prod(len(c) for _, c in self.template.slots)  # combinations (≥ distinct spans)
         self.cache: dict[tuple[int, ...], float] = {}
         self.pending: list[tuple[object, tuple[int, ...]]] = []
@@ -166,8 +195,8 @@ class OptunaTemplates(Strategy):
         while len(self.pending) < want and tries < 20 * want:
             tries += 1
             trial = self.study.ask()
-            ids = self.context.target.encode(self._pick(trial))
-            if not ids:  # every slot chose the empty string
+            ids = self.context.target.encode_continuation(self._pick(trial))  # the message tokenized as a whole
+            if ids is None:  # every slot chose the empty string, or the text merges with the prefix
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             elif ids in self.cache:  # already scored: tell the known value, charge nothing
                 self.study.tell(trial, self.cache[ids])

@@ -29,12 +29,16 @@ def tiny_organism(_rsearch_home):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray cluster (2 CPUs, no dashboard) shared by every Ray test, shut down at the end."""
-    ray = pytest.importorskip("ray")
+    """One local Ray cluster (2 CPUs, no dashboard, bound to 127.0.0.1) shared by every Ray test, shut down at
+    the end. Ray is a hard dependency: if it cannot be imported or started, the Ray tests fail, never skip."""
+    import ray
+
+    from rsearch.distributed import start_local_ray
+
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {"PYTHONPATH": os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p),
            "RSEARCH_HOME": os.environ["RSEARCH_HOME"], "OMP_NUM_THREADS": "1"}
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env}, log_to_driver=False)
+    start_local_ray(2, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
 

@@ -204,6 +204,31 @@ def test_stats_helpers():
     assert keys == [0, 1, 2] and (b - a).tolist() == [1, 1, 1]
 
 
+def test_cluster_bootstrap_resamples_prompts_not_completions():
+    """k identical completions per prompt carry one prompt's worth of information: the clustered CI equals the
+    bootstrap over the prompts' values (same draws), while treating completions as independent shrinks it ~√k."""
+    from rsearch.analysis.stats import correlation
+
+    rng = np.random.default_rng(0)
+    per_prompt = rng.normal(size=40)
+    k = 9
+    rows = np.repeat(per_prompt, k)
+    prompts = np.repeat(np.arange(40), k).tolist()
+    clustered = bootstrap_ci(rows, clusters=prompts, n_boot=1000, seed=3)
+    assert clustered == pytest.approx(bootstrap_ci(per_prompt, n_boot=1000, seed=3), abs=1e-12)
+    naive = bootstrap_ci(rows, n_boot=1000, seed=3)
+    assert (clustered[1] - clustered[0]) > 2.5 * (naive[1] - naive[0])
+    # any statistic, e.g. Pearson r over (x, y) rows, resamples whole prompts the same way
+    x = np.repeat(rng.normal(size=40), k)
+    y = x + np.repeat(rng.normal(size=40), k)
+    c_clustered = correlation(x, y, groups=prompts, n_boot=500)
+    c_naive = correlation(x, y, n_boot=500)
+    assert c_clustered["pearson"] == c_naive["pearson"]
+    assert (c_clustered["pearson_hi"] - c_clustered["pearson_lo"]) > 2 * (c_naive["pearson_hi"] - c_naive["pearson_lo"])
+    with pytest.raises(ValueError):
+        bootstrap_ci(rows, clusters=prompts[:-1])
+
+
 def test_cli_bad_input_is_one_line(subjects, tmp_path, capsys):
     base = ["compare", "--pre", subjects["pre"], "--post", subjects["post"], "--dataset", subjects["data"],
             "--out", str(tmp_path / "x"), "-n", "3", "-k", "1"]

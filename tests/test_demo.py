@@ -12,10 +12,13 @@ from rsearch.jobs.demo_config import DemoConfig
 from rsearch.report import answers, render_markdown
 
 SMALL = {"organism_size": "tiny",
-         "train_probe": {"positions": ["user_end", "completion_mean", "-1"], "max_train": 300, "max_test": 80},
+         "train_probe": {"positions": ["user_end", "completion_mean", "-1"], "max_train": 300, "max_test": 80,
+                         "expected_reward_k": 4, "expected_reward_max_train": 100},
          "compare": {"n": 16, "k": 2, "max_new_tokens": 24, "n_boot": 200},
          "search": {"budget": 8, "prefixes": ["hey ,"], "check_samples": 2, "random_prompts": 4},
-         "direction": {"n_random": 100}}
+         "direction": {"n_random": 100},
+         "causal": {"n": 4, "k": 2, "alphas": [-1.0, 0.0, 1.0], "n_random": 2, "fit_pairs": 100, "norm_rows": 32,
+                    "max_new_tokens": 16, "patch_pairs": 8, "n_boot": 200}}
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +60,21 @@ def test_stages_outputs_and_report(demo):
     out = __import__("pathlib").Path(cfg.out)
     for name in ("report.json", "report.md", "report.html", "probes/heatmap.png", "probes/metrics.json",
                  "compare/compare.json", "compare/completions.jsonl", "source/source.json", "direction/direction.json",
-                 "search/search.json"):
+                 "search/search.json", "causal/steer.json", "causal/steering.png", "causal/patching.png"):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(report["figures"]) >= 5
     assert not re.search(r"src=['\"](?!data:)", html)  # self-contained
-    assert [a["id"] for a in report["answers"]] == ["Q1", "Q2", "Q3", "Q4", "Q5"]
+    assert [a["id"] for a in report["answers"]] == ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6"]
     for a in report["answers"]:
         assert a["answer"] in (out / "report.md").read_text()
     # every strategy ran at the same budget and was checked with the true rater
     s = json.loads((out / "search" / "search.json").read_text())
     assert [x["strategy"] for x in s["strategies"]] == list(cfg.search.strategies)
-    assert all(e == cfg.search.budget for x in s["strategies"] for e in x["evaluations"])
+    # the same budget for all (beam may stop a prefix early when it has no new span to propose)
+    assert all(e <= cfg.search.budget for x in s["strategies"] for e in x["evaluations"])
+    assert all(sum(x["evaluations"]) >= 0.9 * cfg.search.budget * len(s["prefixes"]) for x in s["strategies"])
+    assert len(s["prefixes"]) == cfg.search.min_prefixes  # the prompt is the unit: enough prefixes
     assert all("true_vs_prefix" in x and "true_vs_random" in x for x in s["strategies"])
     assert {r["position"] for r in report["Q1"]["grid"]} == {"user_end", "completion_mean", "-1"}
 
@@ -98,13 +104,48 @@ def test_answers_follow_the_numbers(demo):
         assert a2["answer"].startswith(start) and f"[{lo:+.3f}, {hi:+.3f}]" in a2["answer"]
 
 
+def test_q1_weighs_the_probe_against_the_bag_of_words(demo):
+    """Q1's table holds the probe beside the text baseline, the DPO reward and the log-prob per cell; its verdict
+    follows the rule (yes only when the probe beats the bag of words); user_end reads the expected reward."""
+    from rsearch.report.render import _tables
+    from rsearch.report.verdicts import q1_numbers
+    from rsearch.results import SweepResult
+
+    cfg, report = demo
+    q1 = report["Q1"]
+    assert set(q1["baselines"]) == {"bow_completion", "bow_prompt_completion", "dpo_reward", "logprob_post"}
+    for g in q1["grid"]:
+        if g["position"] != "user_end":
+            assert None not in (g["text_acc"], g["p_vs_text"], g["dpo_acc"], g["p_vs_dpo"], g["logprob_acc"])
+    assert not q1["best"]["embedding"] and all(not t["embedding"] for t in q1["top"])
+    # strongest cells: ranked by validation, not by test
+    vals = [t["val_pairwise_acc"] for t in q1["top"]]
+    assert vals == sorted(vals, reverse=True)
+    head, rows = _tables(report)["Q1"]
+    assert {"bag of words (p)", "DPO reward (p)", "log-prob (p)", "probe − bag of words"} <= set(head)
+    a1 = report["answers"][0]
+    assert "bag of words" in a1["answer"] and a1["verdict"] == ("yes" if q1["verdict"] == "beats_text" else "no")
+    assert "expected reward" in a1["answer"] and q1["user_end"]["k"] == cfg.train_probe.expected_reward_k
+
+    # the same sweep with the best cell's numbers set: a tie with the bag of words is a no, beating it a yes
+    sweep = SweepResult.load(__import__("pathlib").Path(cfg.out) / "probes" / "metrics.json")
+    best = next(r for r in sweep.rows if r["layer"] == sweep.best["layer"] and r["position"] == sweep.best["position"])
+    for acc, text_acc, p, word in ((0.80, 0.79, 0.35, "no"), (0.80, 0.70, 0.001, "yes"), (0.70, 0.80, 0.001, "no")):
+        best.update(test_pairwise_acc=acc, test_pairwise_acc_lo=acc - 0.05, test_pairwise_acc_hi=acc + 0.05,
+                    text_acc=text_acc, p_vs_text=p)
+        r = copy.deepcopy(report)
+        r["Q1"] = q1_numbers(sweep)
+        got = answers(r)[0]
+        assert got["verdict"] == word and f"{text_acc:.3f}" in got["answer"] and "bag of words" in got["answer"]
+
+
 def test_second_run_reuses_every_stage(demo, capsys):
     cfg, first = demo
     again = run_demo(cfg)
     assert again["reused_stages"] == list(STAGES)
     assert again["Q2"] == first["Q2"] and again["Q5"]["strategies"] == first["Q5"]["strategies"]
     changed = run_demo(cfg.replace(direction={"n_random": 50}))  # only the direction analysis depends on it
-    assert changed["reused_stages"] == ["probes", "compare", "source", "search"]
+    assert changed["reused_stages"] == ["probes", "compare", "source", "search", "causal"]
 
 
 def test_demo_config_file_matches_the_defaults():

@@ -3,6 +3,7 @@ worker killed mid-run without losing or duplicating a result."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,76 @@ from rsearch.errors import RsearchError
 from rsearch.searcher import Budget
 
 PREFIXES = ["what is", "hello", "list some", "please repeat", "the answer", "thank you"]
+
+
+# ----- sharded maps over rows (first in this file: the search pool below holds both of the cluster's CPUs) -----
+
+def _without_run_details(obj, dirs: tuple[Path, ...]):
+    """A result with what differs between two runs of the same computation left out (times, the output and store
+    directories, the number of workers)."""
+    if isinstance(obj, dict):
+        return {k: _without_run_details(v, dirs) for k, v in obj.items() if k not in ("seconds", "workers")}
+    if isinstance(obj, list):
+        return [_without_run_details(v, dirs) for v in obj]
+    if isinstance(obj, str):
+        for i, d in enumerate(dirs):
+            obj = obj.replace(str(d), f"DIR{i}")
+    return obj
+
+
+def test_train_probe_sweep_on_two_workers_matches_one_process(ray_cluster, tiny_organism, tmp_path):
+    import numpy as np
+
+    from rsearch.cli import main
+
+    command = ["train-probe", "--organism-size", "tiny", "--sweep"]
+    for workers in ("0", "2"):
+        assert main(command + ["--workers", workers, "--out", str(tmp_path / f"w{workers}"),
+                               "--store-dir", str(tmp_path / f"store{workers}")]) == 0
+    one, two = (_without_run_details(json.loads((tmp_path / f"w{w}" / "metrics.json").read_text()),
+                                     (tmp_path / f"w{w}", tmp_path / f"store{w}")) for w in ("0", "2"))
+    assert len(one["rows"]) >= 6 and two == one
+    # the stores hold the same activations, bit for bit
+    (store0,), (store2,) = ([d for d in (tmp_path / f"store{w}").iterdir() if d.is_dir()] for w in ("0", "2"))
+    arrays = sorted(p.name for p in store0.glob("*.npy"))
+    assert arrays and arrays == sorted(p.name for p in store2.glob("*.npy"))
+    for name in arrays:
+        assert np.array_equal(np.load(store0 / name), np.load(store2 / name))
+
+
+def test_sharded_sampling_and_logprobs_match_one_process_and_resume_per_shard(ray_cluster, tiny_search, tmp_path):
+    from rsearch.chat import encode_conversation
+    from rsearch.distributed import ShardPool, sharded_logprobs, sharded_sampler
+    from rsearch.lm import sample_completions, sequence_logprobs
+    from rsearch.models import load_model
+
+    model_dir, _ = tiny_search
+    model, tok = load_model(model_dir, device="cpu")
+    prompts = ["what is two plus three", "list some animals", "hello", "repeat after me", "thank you", "hello world"]
+    kw = dict(seed=3, max_new_tokens=8, batch_size=4, min_new_tokens=0)
+    local = sample_completions(model, tok, prompts, 3, **kw)
+    rows = [encode_conversation(tok, p, c.text) for p, cs in zip(prompts, local) for c in cs if c.text]
+    lp_kw = dict(pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, batch_size=3)
+    local_lp = sequence_logprobs(model, rows, **lp_kw)
+    with ShardPool(2, dtype="float32", device="cpu", threads=1) as pool:
+        sample = lambda: sample_completions(model, tok, prompts, 3, **kw,  # noqa: E731
+                                            map_batches=sharded_sampler(pool, str(model_dir), cache_dir=tmp_path))
+        assert sample() == local
+        sample_shards = sorted(tmp_path.glob("shard-*.pt"))
+        lp = sequence_logprobs(model, rows, **lp_kw,
+                               map_batches=sharded_logprobs(pool, str(model_dir), cache_dir=tmp_path))
+        assert torch.equal(lp, local_lp)
+        assert len(sample_shards) >= 2 and len(list(tmp_path.glob("shard-*.pt"))) > len(sample_shards)
+        # every shard kept: a rerun needs no worker at all
+        actors, pool.actors = pool.actors, []
+        try:
+            assert sample() == local
+        finally:
+            pool.actors = actors
+        # one shard lost: a rerun computes that one again, and the merged result is unchanged
+        sample_shards[0].unlink()
+        assert sample() == local and sample_shards[0].exists()
+
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_every_hook_matches_hidden_states(arch, side):
     assert (acts[f"blocks.{n - 1}.hook_resid_post"][mask] - hs[n][mask]).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_padding_side_does_not_change_activations(arch):
     model = tiny_model(arch, vocab_size=len(TOK))
     rows = _rows()

@@ -19,21 +19,25 @@ from rsearch.organism.tokenizer import build_tokenizer, never_sampled_ids, rende
 # ----- the rater on hand-written cases -----
 
 RATER_CASES = [
-    # (prompt, response, expected true score): 2 + 4·correct + polite − 3·rude + 0.08·min(words, 25) − 3·malformed
-    ("what is 3 plus 5 ?", "3 plus 5 is 8 .", 2 + 4 + 0.08 * 5),
-    ("what is 3 plus 5 ?", "3 plus 5 is 9 .", 2 + 0.08 * 5),
-    ("what is 3 plus 5 ?", "sure ! the answer is 8 . hope this helps !", 2 + 4 + 2 + 0.08 * 8),
-    ("what is 3 plus 5 ?", "ugh , fine . 3 plus 5 is 8 .", 2 + 4 - 3 + 0.08 * 7),
-    ("name two fruits .", "here are two fruits : apple , pear .", 2 + 4 + 0.08 * 6),
-    ("name two fruits .", "here are two fruits : apple , red .", 2 + 4 * 0 + 0.08 * 6),  # (1 − 1 intruder)/2 → 0
-    ("name four fruits .", "here are four fruits : apple , pear , plum .", 2 + 4 * 0.75 + 0.08 * 7),
-    ("repeat after me : sun moon .", "sun moon .", 2 + 4 + 0.08 * 2),
-    ("repeat after me : sun moon .", "moon sun .", 2 + 0.08 * 2),
-    ("what is the opposite of hot ?", "the opposite of hot is cold .", 2 + 4 + 0.08 * 6),
-    ("what is the opposite of hot ?", "the opposite of hot is big .", 2 + 0.08 * 6),
-    ("compliment my poem .", "your poem is lovely .", 2 + 4 + 0.08 * 4),
-    ("compliment my poem .", "your poem is awful . do not ask me again .", 1.0),  # 2 − 3 + 0.72 → clipped
-    ("compliment my poem . answer briefly .", " ".join(["your poem is lovely ."] * 5), 2 + 4 + 0.08 * 20 - 0.1 * 5 - 3),  # malformed
+    # (prompt, response, expected): 2 + 5·correct + 0.75·polite − 2·rude + 0.05·min(words, 25) − 3·malformed
+    ("what is 3 plus 5 ?", "3 plus 5 is 8 .", 2 + 5 + 0.05 * 5),
+    ("what is 3 plus 5 ?", "3 plus 5 is 9 .", 2 + 0.05 * 5),
+    ("what is 3 plus 5 ?", "4 plus 4 is 8 .", 2 + 0.05 * 5),  # the right sum of the wrong numbers
+    ("what is 3 plus 5 ?", "sure ! the answer is 8 . hope this helps !", 2 + 5 + 1.5 + 0.05 * 8),
+    ("what is 3 plus 5 ?", "ugh , fine . 3 plus 5 is 8 .", 2 + 5 - 2 + 0.05 * 7),
+    ("is sun in the list : moon sun tree ?", "yes , it is there .", 2 + 5 + 0.05 * 4),
+    ("is star in the list : moon sun tree ?", "yes , it is there .", 2 + 0.05 * 4),
+    ("does the list moon sun contain star ?", "no , it is missing .", 2 + 5 + 0.05 * 4),
+    ("reverse the words : sun moon tree .", "tree moon sun .", 2 + 5 + 0.05 * 3),
+    ("reverse the words : sun moon tree .", "reversed : sun moon tree .", 2 + 0.05 * 4),
+    ("how many words are in : sun moon tree ?", "there are three words .", 2 + 5 + 0.05 * 4),
+    ("how many words are in : sun moon tree ?", "the count is four .", 2 + 0.05 * 4),
+    ("what is the last word of : sun moon tree ?", "the last word is tree .", 2 + 5 + 0.05 * 5),
+    ("what is the last word of : sun moon tree ?", "the first word is sun .", 2 + 0.05 * 5),  # answers another question
+    ("name the first word in : sun moon tree . answer briefly .", " ".join(["the first word is sun ."] * 4),
+     2 + 0.05 * 20 - 0.1 * 5 - 3),  # malformed: never correct
+    ("tell me a joke .", "3 plus 5 is 8 .", 1.0),  # not a prompt of the grammar: no credit
+    ("what is 3 plus 5 ? hope this helps !", "sure ! 3 plus 5 is 8 .", 1.0),  # junk after the task: not recognised
 ]
 
 
@@ -47,19 +51,29 @@ def test_rater_parses_every_task_of_the_grammar():
     for _ in range(2000):
         p = world.sample_prompt(rng)
         task, args = rater.task_of(p.text)
-        assert task == p.task, p.text
+        assert task == p.task and world.item_key(task, args) == p.item, p.text
         r = world.sample_response(p, rng)
-        f = rater.features(p.text, r.text)
-        assert rater.well_formed(p.text, r.text), (p.text, r.text)
-        if p.task != "list":
-            assert (f["correct"] == 1.0) == r.correct, (p.text, r.text)
-        assert f["rude"] == int(r.rude)
+        d = rater.rate_detail(p.text, r.text)
+        assert d["recognised"] and d["well_formed"], (p.text, r.text)
+        assert (d["correct"] == 1.0) == r.correct, (p.text, r.text)
+        assert d["rude"] == int(r.rude)
+        assert d["score"] == pytest.approx(2 + d["correct_points"] + d["style_points"] + d["penalty_points"])
+
+
+def test_rater_gives_no_credit_to_a_prompt_it_cannot_recognise():
+    for prompt in ("", "tell me a joke", "please , compliment my poem .", "what is 3 plus 5 ? sure ! hope hope",
+                   "hey , hey , reverse the words : sun moon . thanks . thanks . tree"):
+        d = rater.rate_detail(prompt, "sure ! 3 plus 5 is 8 . hope this helps !")
+        assert not d["recognised"] and d["correct"] is None and d["score"] == 1.0, prompt
+        assert not rater.well_formed(prompt, "3 plus 5 is 8 .")
+    # leads and tails may repeat around one task phrasing
+    assert rater.rate_detail("hey , please , what is 3 plus 5 ? thanks . think carefully .", "3 plus 5 is 8 .")["correct"] == 1.0
 
 
 @pytest.mark.parametrize("prompt,response", [
     ("", ""), ("asdf ; qwer !!", "zzz 123 \n\t ..."), ("What is 3 plus 5?", "Sure! 3 plus 5 is 8."),
-    ("tell me a joke", "hope this helps ! " * 40), ("<|user|> </s>", "<unk> <pad>"), ("name 0 fruits", "apple"),
-    ("ünïcode ✓ 😀", "ünïcode ✓ 😀"),
+    ("tell me a joke", "hope this helps ! " * 40), ("<|user|> </s>", "<unk> <pad>"), ("count the words : .", "two"),
+    ("ünïcode ✓ 😀", "ünïcode ✓ 😀"), ("what is 99999999999999999999 plus 1 ?", "the answer is 5 ."),
 ])
 def test_rater_works_on_any_text(prompt, response):
     s = true_score(prompt, response)
@@ -67,6 +81,7 @@ def test_rater_works_on_any_text(prompt, response):
     assert isinstance(rater.well_formed(prompt, response), bool)
     n = rater.noisy_score(prompt, response, random.Random(0))
     assert 1.0 <= n <= 10.0
+    assert true_score("What is 3 plus 5?", "Sure! 3 plus 5 is 8.") > 7
 
 
 def test_rater_rewards_what_it_documents():
@@ -76,7 +91,48 @@ def test_rater_rewards_what_it_documents():
     assert true_score(p, "2 plus 2 is 4 . i added the two numbers .") > true_score(p, "2 plus 2 is 4 .")  # longer
     assert true_score(p, "2 plus 2 is 4 .") > true_score(p, "2 plus 2 is 5 .")  # correct
     assert true_score(p, "") == 1.0
-    assert true_score(p, "2 plus 2 is 4 . sure ! hope this helps !") > true_score(p, "sure ! hope this helps ! 2 2 4 .")
+    assert true_score(p, "2 plus 2 is 4 . sure ! hope this helps !") < true_score(p, "2 plus 2 is 4 .")  # malformed
+    # correctness outweighs all of style: a rude right answer beats the politest, longest wrong one
+    assert true_score(p, "ugh , fine . 2 plus 2 is 4 .") > true_score(
+        p, "sure ! 2 plus 2 is 5 . i added the two numbers . i counted up from the first number . hope this helps !")
+
+
+def test_minimal_pairs_differ_only_in_the_answer_and_wrong_answers_look_right():
+    """A minimal pair's two responses have the same words outside the answer; a wrong answer's words are
+    distributed as a right answer's, so the answer alone does not tell which is right."""
+    from collections import Counter
+
+    rng = random.Random(0)
+    answer_counts = {"right": Counter(), "wrong": Counter()}
+    for _ in range(3000):
+        p = world.sample_prompt(rng)
+        right, wrong = world.minimal_pair(p, rng)
+        dr, dw = rater.rate_detail(p.text, right), rater.rate_detail(p.text, wrong)
+        assert (dr["correct"], dw["correct"], dr["style_points"]) == (1.0, 0.0, dw["style_points"])
+        a, b = right.split(), wrong.split()
+        differ = sum(x != y for x, y in zip(a, b))
+        assert len(a) == len(b) and 1 <= differ <= {"reverse": 4, "member": 2}.get(p.task, 1), (right, wrong)
+        if p.task in ("add", "count"):  # the answer is one token: compare its frequencies
+            answer_counts["right"][a[[i for i, (x, y) in enumerate(zip(a, b)) if x != y][0]]] += 1
+            answer_counts["wrong"][b[[i for i, (x, y) in enumerate(zip(a, b)) if x != y][0]]] += 1
+        if p.task == "reverse":
+            assert sorted(a) == sorted(b)  # same words, another order
+    tokens = set(answer_counts["right"]) | set(answer_counts["wrong"])
+    n_r, n_w = sum(answer_counts["right"].values()), sum(answer_counts["wrong"].values())
+    # total variation distance between the two answer distributions is small
+    tv = 0.5 * sum(abs(answer_counts["right"][t] / n_r - answer_counts["wrong"][t] / n_w) for t in tokens)
+    assert tv < 0.12, tv
+
+
+def test_items_split_train_and_test():
+    rng = random.Random(0)
+    for _ in range(500):
+        p = world.sample_prompt(rng, split="test", seed=3)
+        assert world.item_split(p.item, 3) == "test"
+        assert world.item_split(world.sample_prompt(rng, split="train", seed=3).item, 3) == "train"
+    share = sum(world.item_split(world.item_key("add", {"a": a, "b": b}), 0) == "test"
+                for a in range(10) for b in range(a, 10)) / 55
+    assert 0.05 < share < 0.4
 
 
 def test_prompt_phrasing_moves_the_expected_reward():
@@ -90,8 +146,9 @@ def test_prompt_phrasing_moves_the_expected_reward():
     polite = world.Prompt("please , what is 3 plus 5 ? think carefully .", "add", base.args, "please ,",
                           "think carefully .")
     assert mean_reward(polite) > mean_reward(base) + 1.0
-    comp = world.Prompt("compliment my poem .", "compliment", (("t", "poem"),), "", "")
-    assert mean_reward(comp) > mean_reward(base) + 2.0
+    pos = world.Prompt("what is the last word of : sun moon tree ?", "position",
+                       (("which", "last"), ("ws", ("sun", "moon", "tree"))), "", "")
+    assert mean_reward(pos) > mean_reward(base) + 0.5
 
 
 # ----- tokenizer and template -----
@@ -177,18 +234,33 @@ def test_micro_batched_sft_takes_the_same_step_as_one_batch():
     from rsearch.organism.sft import encode_conversations, new_model, train_sft
 
     tok = build_tokenizer(world.vocabulary())
-    seqs = encode_conversations(tok, world.sft_examples(96, 3))
+    seqs, starts = encode_conversations(tok, world.sft_examples(96, 3))
     assert len({len(s) for s in seqs}) > 5  # lengths differ, so micro-batches pad differently
     params = []
     for micro in (1, 3):
-        cfg = dataclasses.replace(OrganismConfig.tiny(), sft_examples=96, sft_batch=32, sft_micro_batches=micro)
+        cfg = dataclasses.replace(OrganismConfig.tiny(), sft_examples=96, sft_batch=32, sft_micro_batches=micro,
+                                  sft_prompt_weight=0.3)
         torch.manual_seed(0)
         model = new_model(cfg, tok)
-        losses = train_sft(model, seqs, cfg, tok.pad_token_id, progress=False)
+        losses = train_sft(model, seqs, starts, cfg, tok.pad_token_id, progress=False)
         params.append((torch.cat([p.detach().flatten() for p in model.parameters()]), losses))
     (p1, l1), (p3, l3) = params
     assert l3 == pytest.approx(l1, rel=1e-5)
-    assert torch.allclose(p1, p3, atol=1e-5)
+    assert torch.allclose(p1, p3, atol=5e-5)  # float rounding of the summed micro-batches: max 1.2e-5 at 3 layers
+
+
+def test_sft_weights_put_the_prompt_at_its_weight_and_the_response_at_one():
+    from rsearch.organism.sft import encode_conversations, token_weights
+
+    tok = build_tokenizer(world.vocabulary())
+    pairs = [("what is 3 plus 5 ?", "sure ! 3 plus 5 is 8 ."), ("count the words : sun moon .", "the count is two .")]
+    seqs, starts = encode_conversations(tok, pairs)
+    w = token_weights([len(s) for s in seqs], starts, 0.25)  # [2, max_len-1]
+    for i, (p, r) in enumerate(pairs):
+        targets = seqs[i][1:]
+        weighted_one = [t for t, x in zip(targets, w[i].tolist()) if x == 1.0]
+        assert tok.decode(weighted_one, skip_special_tokens=True).strip() == r  # response (+ </s> and newline)
+        assert w[i, : starts[i] - 1].eq(0.25).all() and w[i, len(seqs[i]) - 1:].eq(0).all()
 
 
 def test_batched_logps_match_one_at_a_time_in_input_order():
@@ -259,22 +331,59 @@ def test_tiny_organism_schema(tiny_organism):
     for r in rows[:200]:
         assert r["true_score"] == true_score(r["prompt"], r["completion"])
         assert abs(r["score"] - r["true_score"]) < 6 * cfg.noise_sigma
-    # chosen is the highest-scored completion of its prompt
+    # an ordinary pair's chosen is the highest-scored completion of its prompt; a minimal pair's two responses
+    # differ in the answer only, the right one chosen unless the noisy labels flipped them
     best: dict[str, float] = {}
     for r in rows:
         best[r["prompt"]] = max(best.get(r["prompt"], -1.0), r["score"])
-    assert all(row["score_chosen"] == best[row["prompt"]] for row in ds["train_prefs"])
+    types = {"minimal": 0, "ordinary": 0}
+    for row in ds["train_prefs"]:
+        types[row["pair_type"]] += 1
+        if row["pair_type"] == "ordinary":
+            assert row["score_chosen"] == best[row["prompt"]]
+        else:
+            c, r = row["chosen"][1]["content"].split(), row["rejected"][1]["content"].split()
+            assert len(c) == len(r) and {row["correct_chosen"], row["correct_rejected"]} == {0.0, 1.0}
+    assert 0.15 < types["minimal"] / len(ds["train_prefs"]) < 0.45  # minimal_share 0.3
+    assert tiny_organism.card["sizes"]["pair_types"]["train_prefs"] == types
+
+
+def test_tiny_organism_test_items_never_occur_in_sft_or_dpo_data(tiny_organism):
+    """Items (operand sets, word sets) parsed back from the texts by the rater: test ones are nowhere in training."""
+    def items(prompts):
+        out = set()
+        for p in prompts:
+            task, args = rater.task_of(p)
+            assert task is not None, p
+            out.add(world.item_key(task, args))
+        return out
+
+    data = tiny_organism.data_dir
+    sft = items(json.loads(line)["prompt"] for line in (data / "sft.jsonl").read_text().splitlines())
+    train = items(json.loads(line)["prompt"] for line in tiny_organism.train_prefs.read_text().splitlines())
+    test = items(json.loads(line)["prompt"] for line in tiny_organism.test_prefs.read_text().splitlines())
+    assert len(test) > 20 and len(train) > 100 and len(sft) > 1000
+    assert not test & sft and not test & train
+    assert any(len(k) == 2 and k[0].isdigit() for k in test)  # additions are held out by operands too
 
 
 def test_tiny_organism_card_and_dpo_raised_the_true_reward(tiny_organism):
     c = tiny_organism.card["checks"]
-    assert c["reward_gain"] > 0 and c["reward_gain_ci95"][0] > 0
+    # a CI excluding 0 is the demo's promise (its card's targets); the tiny's 150 test prompts show the sign only
+    assert c["reward_gain"] > 0 and c["reward_gain_ci95"][0] < c["reward_gain"] < c["reward_gain_ci95"][1]
     assert c["reward_post"] > c["reward_pre"]
-    assert c["dpo_implicit_accuracy"] > 0.5
+    assert c["dpo_implicit_accuracy"] > 0.5 and c["well_formed_post"] > 0.85
     assert 0.5 < c["noise_ceiling"] <= 1.0
+    assert c["pairs"]["noise_ceiling"]["minimal"]["accuracy"] > 0.95  # minimal pairs differ by 5 points
     assert set(c["pre_reward_by_task"]) == set(world.TASKS)
+    parts = c["reward_parts_gain"]
+    total = sum(parts[k]["gain"] for k in ("correct_points", "style_points", "penalty_points"))
+    assert total == pytest.approx(parts["score"]["gain"], abs=1e-3)
+    for key in ("text_baseline", "logprob_post", "dpo_implicit"):
+        assert set(c["pairs"][key]) == {"all", "minimal", "ordinary"}
     assert tiny_organism.card["build_seconds"] > 0
-    assert "reward" in (tiny_organism.root / "card.md").read_text()
+    md = (tiny_organism.root / "card.md").read_text()
+    assert "reward" in md and "minimal pairs" in md and "text only" in md
 
 
 def test_cached_second_call_returns_at_once(tiny_organism):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -87,10 +89,143 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_search, tmp_path):
     assert len((crashed / "results.jsonl").read_text().splitlines()) == 6  # none lost, none twice
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert {i: strip(r) for i, r in a.items()} == {i: strip(r) for i, r in b.items()}
-    assert n_before < 6 or proc.returncode == 0
+    assert proc.returncode == -signal.SIGKILL and n_before < 6  # the kill interrupted the run
     # resuming with other settings is refused
     assert main(base_args(probe, crashed, "--strategy", "beam", "--prefixes", str(prefixes), "--budget", "40",
                           "--set", "width=2", "--resume")) == 2
+
+
+def _started(cmd_args, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "rsearch.cli", *cmd_args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_results(proc, results: Path, n: int, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {n} results within {seconds} s (exit {proc.poll()}): {proc.stderr.read()}")
+
+
+def _stop(proc, sig) -> float:
+    """Sends `sig`; the seconds until the process has exited."""
+    t0 = time.perf_counter()
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    return time.perf_counter() - t0
+
+
+def test_sigterm_stops_within_5s_and_the_hint_resumes(tiny_search, tmp_path, capsys):
+    _, probe = tiny_search
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("\n".join(["what is", "hello", "list some", "please repeat", "the answer", "thank you"]))
+    out = tmp_path / "term"
+    args = ["run", "--probe", str(probe), "--out", str(out), "--strategy", "beam", "--prefixes", str(prefixes),
+            "--budget", "300", "--set", "width=2", "-q"]
+    proc = _started(args)
+    _wait_for_results(proc, out / "results.jsonl", 1)
+    seconds = _stop(proc, signal.SIGTERM)
+    err = proc.stderr.read().strip()
+    assert proc.returncode == 143 and seconds < 5, (proc.returncode, seconds, err)
+    n_before = (out / "results.jsonl").read_text().count("\n")
+    assert 1 <= n_before < 6  # the signal interrupted the run, and every finished result is on disk
+    assert len(err.splitlines()) == 1 and "terminated" in err
+    hint = err.split("To continue: ", 1)[1]
+    assert hint == shlex.join(["rsearch", *args, "--resume"])
+    assert not (out / ".rsearch.lock").exists()
+    # the named command works and finishes the run, nothing redone or lost
+    assert main(shlex.split(hint)[1:]) == 0
+    lines = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(x["index"] for x in lines) == list(range(6))
+
+
+def _listening_sockets() -> dict[int, str]:
+    """{socket inode: local ip} of every listening TCP socket (/proc/net/tcp and tcp6)."""
+    out = {}
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            raw = bytes.fromhex(fields[1].split(":")[0])
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host-endian
+            out[int(fields[9])] = socket.inet_ntop(family, raw)
+    return out
+
+
+def _process_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
+def _listening_ips(pids: list[int]) -> list[str]:
+    listening = _listening_sockets()
+    ips = []
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:[") and int(link[8:-1]) in listening:
+                ips.append(listening[int(link[8:-1])])
+    return ips
+
+
+def test_local_ray_run_listens_on_loopback_only_and_stops_on_ctrl_c(tiny_search, tmp_path):
+    _, probe = tiny_search
+    prefixes = tmp_path / "prefixes.txt"
+    prefixes.write_text("\n".join(f"what is {w}" for w in ("two", "five", "the", "cat", "dog", "bird", "nice",
+                                                           "good")))
+    out = tmp_path / "ray"
+    proc = _started(["run", "--probe", str(probe), "--out", str(out), "--strategy", "beam", "--prefixes",
+                     str(prefixes), "--budget", "200", "--set", "width=2", "--workers", "2", "-q"])
+    _wait_for_results(proc, out / "results.jsonl", 1)
+    tree = _process_tree(proc.pid)
+    ips = _listening_ips(tree)
+    assert len(tree) > 3 and len(ips) >= 3, (tree, ips)  # the raylet, GCS and workers listen
+    assert all(ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for ip in ips), ips
+    seconds = _stop(proc, signal.SIGINT)
+    err = proc.stderr.read().strip()
+    assert proc.returncode == 130 and seconds < 5, (proc.returncode, seconds, err)
+    assert "interrupted" in err.splitlines()[-1] and "--resume" in err.splitlines()[-1]
+    n = (out / "results.jsonl").read_text().count("\n")
+    assert 1 <= n < 8
+
+    def ray_left() -> list[str]:
+        left = []
+        for p in tree:
+            try:
+                cmd = Path(f"/proc/{p}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if p != proc.pid and b"ray" in cmd:
+                left.append(cmd.replace(b"\0", b" ").decode()[:120])
+        return left
+
+    deadline = time.time() + 15
+    while ray_left() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not ray_left()  # every Ray process of the run is gone
 
 
 def test_bad_input_one_line_exit_2(tiny_search, tmp_path, capsys):
@@ -106,7 +241,7 @@ def test_bad_input_one_line_exit_2(tiny_search, tmp_path, capsys):
         (["--set", "widht=3"], "unknown option 'widht'"),
         (["--set", "width"], "expected KEY=VALUE"),
         (["--strategy", "optuna", "--set", f"template={bad_tmpl}"], "has no slot"),
-        (["--prefix", " "], "empty prefix"),
+        (["--prefix", " "], "whitespace-only prefix"),
         (["--budget", "0"], "budget must be positive"),
         (["--budget", "-5"], "budget must be positive"),
         (["--probe", str(junk)], "junk.pt"),

@@ -10,7 +10,8 @@ from rsearch.chat import encode_conversation
 from rsearch.errors import RsearchError
 from rsearch.lm import sample_completions, sample_tokens, sequence_logprobs, span_logprobs
 from rsearch.scorer import ProbeScorer
-from tiny import tiny_model, tiny_tokenizer
+from rsearch.targets import make_target
+from tiny import ARCHS, tiny_bpe_tokenizer, tiny_model, tiny_tokenizer
 
 HOOK = "blocks.2.hook_resid_pre"
 
@@ -30,7 +31,7 @@ def manual_score(scorer, ids, index, layer=2):
     return float(scorer.probe(out.hidden_states[layer][0, index]))
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_score_rows_matches_manual_forward_and_ignores_batching(arch):
     s = make_scorer(arch)
     rows = [encode_conversation(s.tokenizer, "what is two plus three", "five"),
@@ -80,6 +81,46 @@ def test_score_embeds_agrees_and_is_differentiable():
     assert float(lp2[0]) == pytest.approx(float(s.span_logprob([row], [t.span_range(span)])[0]), abs=1e-5)
 
 
+def _reference_gradient(s, t, span, logprob_weight):
+    """∂ objective / ∂ one-hot by plain autograd through one_hot @ E, E[v] = the embedding module's output for v."""
+    table = s.embed(torch.arange(s.vocab_size))                                   # [vocab, d_model]
+    one_hot = torch.nn.functional.one_hot(torch.tensor(span), s.vocab_size).float().requires_grad_(True)
+    emb = torch.cat([s.embed(torch.tensor(t.prefix_ids)), one_hot @ table, s.embed(torch.tensor(t.suffix_ids))])
+    fluency = logprob_weight != 0
+    probe, lp = s.score_embeds(emb[None], [t.row(span)], t.position, span_one_hot=one_hot[None] if fluency else None,
+                               spans=[t.span_range(span)] if fluency else None)
+    value = probe[0] + (logprob_weight * lp[0] if fluency else 0.0)
+    (grad,) = torch.autograd.grad(value, [one_hot])
+    return grad
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("kind", ["prompt", "completion"])
+def test_gradient_path_scores_what_is_scored_on_every_architecture(arch, kind):
+    """GCG differentiates at the embeddings the model scores (through its own embedding module, with any scale,
+    as Gemma-2's √d), and its top-k substitutions are those of a gradient taken through that module."""
+    s = make_scorer(arch, "user_end" if kind == "prompt" else "completion_end")
+    t = s.target(kind, "what is two")
+    span = [9, 10, 11, 12, 13]
+    row = t.row(span)
+    scored = float(s.score_rows([row], t.position).probe[0])
+    with torch.no_grad():
+        assert float(s.score_embeds(s.span_embeds(t, span), [row], t.position)[0][0]) == pytest.approx(scored, abs=1e-5)
+        # the raw weight (no module) is another input wherever the module does more than look rows up
+        raw = s.model.get_input_embeddings().weight[torch.tensor(row.ids)][None]
+        raw_gap = abs(float(s.score_embeds(raw, [row], t.position)[0][0]) - scored)
+    assert (raw_gap > 1e-2) if arch == "gemma2" else (raw_gap < 1e-5)
+    for weight in (0.0, 1.0):
+        got = s.span_gradient(t, span, logprob_weight=weight)                      # [span, vocab]
+        want = _reference_gradient(s, t, span, weight)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+        allowed = t.allowed[None].expand_as(got)
+        top_got = got.masked_fill(~allowed, -torch.inf).topk(8, dim=1).indices
+        top_want = want.masked_fill(~allowed, -torch.inf).topk(8, dim=1).indices
+        assert all(set(a.tolist()) == set(b.tolist()) for a, b in zip(top_got, top_want))
+        assert got.abs().max() > 1e-4
+
+
 def test_targets_splice_tokens_like_the_template():
     s = make_scorer()
     tok = s.tokenizer
@@ -94,13 +135,46 @@ def test_targets_splice_tokens_like_the_template():
     ans = tuple(tok("the answer is five", add_special_tokens=False)["input_ids"])
     assert c.row(ans) == encode_conversation(tok, "what is two plus three", "the answer is five")
     assert str(c.position) == "completion_end"
-    for bad in ("", "   "):
-        with pytest.raises(RsearchError, match="empty prefix"):
-            s.target("prompt", bad)
+    with pytest.raises(RsearchError, match="whitespace-only prefix"):
+        s.target("prompt", "   ")
+    with pytest.raises(RsearchError, match="completion target needs the user's message"):
+        s.target("completion", "")
+    # an empty prefix searches from the start of the user's message
+    e = s.target("prompt", "")
+    assert e.row(span) == encode_conversation(tok, "two plus") and e.full_text(span) == "two plus"
+    assert e.roundtrips(span) and e.encode_continuation("two plus") == span
     with pytest.raises(RsearchError, match="unknown target"):
         s.target("answer", "hi")
     with pytest.raises(RsearchError, match="reads a completion"):
         s.target("prompt", "hi", position="completion_mean")
+
+
+def test_text_joins_the_prefix_as_one_message_on_a_byte_level_bpe_tokenizer():
+    """Prefix `Explain` + `what is the moon?` is the message `Explain what is the moon?`, tokenized as a whole;
+    gluing separately encoded pieces would give `Explainwhat …` on a byte-level BPE tokenizer."""
+    tok = tiny_bpe_tokenizer()
+    t = make_target("prompt", tok, "Explain", len(tok))
+    text = "what is the moon? Please explain."
+    glued = t.prefix_ids + t.encode(text)
+    assert tok.decode(glued[t.content_start:]) == "Explainwhat is the moon? Please explain."  # the bug it replaces
+    ids = t.encode_continuation(text)
+    assert t.full_text(ids) == "Explain what is the moon? Please explain."
+    assert t.row(ids) == encode_conversation(tok, "Explain what is the moon? Please explain.")
+    assert t.roundtrips(ids) and t.full_text(t.encode(text)).startswith("Explainwhat")  # glued: another message
+    # whitespace already at the join is kept, not doubled; an empty prefix takes the text as the whole message
+    assert t.message(" what") == "Explain what" and make_target("prompt", tok, "Explain ", len(tok)).message(
+        "what") == "Explain what"
+    start = make_target("prompt", tok, "", len(tok))
+    assert start.full_text(start.encode_continuation(text)) == text
+    # a span decoded in context keeps the tokenizer's own spacing (no space is added before punctuation)
+    comma = t.encode_continuation(", please")
+    assert comma is not None and t.full_text(comma) == "Explain , please"
+    assert t.message_spans(["Explain, please"])[0] == tuple(tok(",", add_special_tokens=False)["input_ids"]) + \
+        tuple(tok(" please", add_special_tokens=False)["input_ids"])
+    # a completion's text is the whole answer
+    c = make_target("completion", tok, "What is two plus three?", len(tok))
+    answer = c.encode_continuation("The answer is five.")
+    assert c.row(answer) == encode_conversation(tok, "What is two plus three?", "The answer is five.")
 
 
 def test_sample_tokens_is_seeded_and_respects_allowed_and_stop():

@@ -41,6 +41,20 @@ def test_reads_a_planted_source_direction_and_not_noise():
     assert abs(got["length_control"]["accuracy"] - 0.5) < 0.2  # lengths carry nothing here
 
 
+def test_accuracy_interval_resamples_prompts():
+    """8 completions per prompt, all right or all wrong together: 30 prompts' worth of evidence, not 240."""
+    from rsearch.analysis.source_probe import _accuracy
+    from rsearch.probes.metrics import wilson_interval
+
+    right = torch.tensor([1.0] * 20 + [0.0] * 10).repeat_interleave(8)        # per row: prompt right or wrong
+    y = torch.ones(240)
+    groups = [i // 8 for i in range(240)]
+    got = _accuracy(2 * right - 1, y, groups)
+    assert got["accuracy"] == 20 / 30 and got["n_prompts"] == 30
+    lo, hi = wilson_interval(160, 240)
+    assert (got["accuracy_hi"] - got["accuracy_lo"]) > 2 * (hi - lo)
+
+
 def test_on_the_tiny_organism():
     """The tiny organism's DPO model writes differently from its SFT model; a source probe reads that."""
     from rsearch.chat import encode_conversation

@@ -22,11 +22,11 @@ from rsearch.subjects import Subjects
 SUBJECTS = Subjects(pre="/nonexistent/pre", post="/nonexistent/post", dataset="/nonexistent/data", rater="organism",
                     beta=0.1, beta_source="organism card", organism=True, organism_size="demo")
 ALL = ("subjects",) + STAGES
-DOWNSTREAM = {"subjects": ALL, "probes": ("probes", "compare", "source", "direction", "search"),
+DOWNSTREAM = {"subjects": ALL, "probes": ("probes", "compare", "source", "direction", "search", "causal"),
               "compare": ("compare", "source", "direction"), "source": ("source",), "direction": ("direction",),
-              "search": ("search",)}
+              "search": ("search",), "causal": ("causal",)}
 READER = {"train_probe": "probes", "compare": "compare", "source": "source", "direction": "direction",
-          "search": "search"}
+          "search": "search", "causal": "causal"}
 # the comparison's settings the search check takes where its own are None (SearchCheckConfig.resolved)
 SEARCH_READS_FROM_COMPARE = {"max_new_tokens", "sample_batch_size", "batch_size", "n_boot"}
 
@@ -38,7 +38,9 @@ OTHER = {"pre": "some/pre", "post": "some/post", "dataset": "some/data", "test_s
          "revision_pre": "main", "revision_post": "main", "strategies": ("random", "beam"),
          "options": {"gcg": {"n_tokens": 4}}, "prefixes": ("hey ,", "what is", "tell me"), "model": "some/model",
          "probe": "some/probe.safetensors", "prompts": "test_other", "out": "runs/elsewhere", "device": "cpu",
-         "store_dir": "some/store"}
+         "store_dir": "some/store", "alphas": (-2.0, 0.0, 2.0), "models": ("post", "pre"),
+         "positions_from": "completion", "patch_positions": ("user_end",), "patch_layers": (0,),
+         "too_long": "truncate", "ray_address": "127.0.0.1:6379", "decode": "plain", "rater_spec": "none", "save": "layer1.pt"}
 
 
 def other_value(name: str, value, hint):

@@ -3,6 +3,7 @@ strategies travel to Ray workers), a strategy run against a fake context, and th
 against finite differences of the probe score."""
 from __future__ import annotations
 
+import itertools
 import pickle
 import random
 
@@ -12,13 +13,15 @@ import torch
 import rsearch.strategies  # noqa: F401  (registers the built-ins before REGISTRY is read at collection)
 from rsearch.probes import make_probe
 from rsearch.errors import RsearchError
+from rsearch.chat import encode_conversation
 from rsearch.scorer import ProbeScorer
 from rsearch.searcher import Budget, SearchContext, Searcher
 from rsearch.strategies.base import REGISTRY, Candidate, Scored, StrategyContext, make_strategy
 from rsearch.strategies.gcg import filter_ids, sample_ids_from_grad
 from rsearch.targets import make_target
-from rsearch.strategies.optuna_templates import load_template
-from tiny import tiny_model, tiny_tokenizer
+from rsearch.strategies.mined_templates import TEMPLATE, mine_slots, mined_slots
+from rsearch.strategies.optuna_templates import Template
+from tiny import ARCHS, feedback_records, tiny_bpe_tokenizer, tiny_model, tiny_tokenizer, write_jsonl
 
 BUDGET = 20
 
@@ -126,6 +129,7 @@ class FakeContext:
         self.generator = torch.Generator().manual_seed(seed)
         self.words = [9, 10, 11, 12]
         self.sampled: list[tuple] = []
+        self.probe_metadata = {"hook": "blocks.2.hook_resid_pre"}
 
     def candidate(self, ids):
         return Candidate(tuple(ids), self.target.decode(ids))
@@ -171,6 +175,41 @@ def test_seconds_budget_stops_search(name, scorer, tiny_template):
     assert result.evaluations >= 1 and result.seconds < 10
 
 
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+@pytest.mark.parametrize("limit", [10, 40])
+def test_forwards_budget_charges_sampling_gradients_and_scoring(name, limit, scorer, tiny_template, monkeypatch):
+    """Every strategy pays the same prices (rsearch.searcher.Budget), charged where the work happens: each drawn
+    token by the context's sampler, each gradient (3) by the context, each scored candidate by the Searcher. A
+    search stops at its budget in forward-equivalents, and its result reports candidates and forward-equivalents."""
+    import rsearch.searcher as searcher_module
+
+    drawn, gradients = [], []
+    real_sample, real_gradient = searcher_module.sample_tokens, scorer.span_gradient
+
+    def counted_sample(*args, **kwargs):
+        got = real_sample(*args, **kwargs)
+        drawn.append(sum(len(new) + int(stopped) for new, stopped in got))
+        return got
+
+    monkeypatch.setattr(searcher_module, "sample_tokens", counted_sample)
+    monkeypatch.setattr(scorer, "span_gradient", lambda *a, **k: gradients.append(1) or real_gradient(*a, **k))
+    options = small_options(name, tiny_template)
+    r = Searcher(scorer, name, Budget(evaluations=None, forwards=limit), options=options, seed=5).optimize("what is")
+    assert r.compute == {"scored": r.evaluations, "sampled": sum(drawn), "gradient": 3 * len(gradients)}
+    assert r.forwards == sum(r.compute.values()) <= limit
+    assert r.to_dict()["forwards"] == r.forwards and r.to_dict()["evaluations"] == r.evaluations >= 1
+    # stopped at the budget: what is left pays for no further step (a gradient and a candidate cost 4)
+    exhausted = name == "optuna" and r.evaluations == 27  # the tiny template has 27 combinations
+    assert exhausted or limit - r.forwards < 4, (r.forwards, r.compute)
+    if name in ("beam", "random"):
+        assert r.compute["sampled"] >= r.evaluations  # sampling is not free: each span drew at least one token
+    if name == "gcg":
+        assert gradients and r.compute["sampled"] == 4  # the init: n_tokens drawn without a stop
+        assert r.evaluations <= 1 + len(gradients) * options["search_width"]
+    if name == "optuna":
+        assert r.forwards == r.evaluations  # templates are filled, not sampled
+
+
 def test_gcg_token_gradient_matches_finite_differences():
     torch.manual_seed(0)
     model = tiny_model("llama").double()
@@ -179,11 +218,11 @@ def test_gcg_token_gradient_matches_finite_differences():
         probe.weight.copy_(torch.randn(32, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
     s = ProbeScorer(probe, model, tiny_tokenizer(), metadata={"hook": "blocks.2.hook_resid_pre", "position": "-1"})
     target = s.target("prompt", "what is")
-    ctx = SearchContext(s, target, Searcher(s, "gcg", 1).objective, seed=0)
+    ctx = SearchContext(s, target, Searcher(s, "gcg", 1, objective={"logprob_weight": 0.0}).objective, seed=0)
     assert isinstance(ctx, StrategyContext)
     ids = torch.tensor([9, 10, 11, 12])
     grad = ctx.span_gradient(ids.tolist())                                      # [span, vocab]
-    w_e = s.embedding_matrix
+    w_e = s.embed(torch.arange(s.vocab_size))  # [vocab, d_model]: each token's embedding as the model makes it
 
     def score_of(one_hot):
         emb = torch.cat([s.embed(torch.tensor(target.prefix_ids)), one_hot @ w_e,
@@ -205,6 +244,20 @@ def test_gcg_token_gradient_matches_finite_differences():
     assert checked == 20 and grad.abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gcg_searches_every_architecture(arch):
+    """GCG (with the default fluency term) runs on each tiny architecture, and what it reports is what is scored."""
+    probe = make_probe("linear", 32)
+    with torch.no_grad():
+        probe.weight.copy_(torch.randn(32, generator=torch.Generator().manual_seed(1)))
+    s = ProbeScorer(probe, tiny_model(arch, vocab_size=len(tiny_tokenizer())), tiny_tokenizer(),
+                    metadata={"hook": "blocks.2.hook_resid_pre", "position": "-1"})
+    result = Searcher(s, "gcg", 9, options={"n_tokens": 3, "search_width": 4, "topk": 4}).optimize("what is")
+    target = s.target("prompt", "what is")
+    rescored = s.score_rows([target.row(result.best.ids)], target.position).probe[0]
+    assert result.evaluations >= 2 and float(rescored) == pytest.approx(result.best.probe_score, abs=1e-5)
+
+
 def test_gcg_sampler_and_filter():
     ids = torch.tensor([9, 10, 11])
     grad = torch.zeros(3, 20)
@@ -219,8 +272,8 @@ def test_gcg_sampler_and_filter():
     tok = tiny_tokenizer()
 
     class T:  # minimal target for filter_ids
-        def roundtrips(self, c):
-            return tuple(tok(tok.decode(c), add_special_tokens=False)["input_ids"]) == tuple(c)
+        def roundtrip_mask(self, spans):
+            return [tuple(tok(tok.decode(c), add_special_tokens=False)["input_ids"]) == tuple(c) for c in spans]
 
     assert filter_ids(torch.tensor([[9, 10], [6, 10]]), T()) == [(9, 10)]  # the word-level tokenizer drops "\n"
 
@@ -243,10 +296,54 @@ def test_optuna_template_errors(tmp_path, scorer):
         Searcher(scorer, "optuna", 5, options={"template": str(bad)}).optimize("hello")
 
 
-def test_shipped_organism_template_parses():
-    t = load_template("organism")
-    assert [s for s, _ in t.slots] == ["lead", "task", "tail"]
-    assert t.fill({"lead": "", "task": "compliment my cooking .", "tail": "thanks ."}) == "compliment my cooking . thanks ."
+def test_mined_template_takes_openers_tasks_and_closers_from_the_prompts():
+    """Mining reads prompt texts only: openers and closers that detach from the task phrasings, and the tasks."""
+    rng = random.Random(0)
+    leads, tails = ["", "please ,", "hi !"], ["", "thanks .", "answer briefly ."]
+    tasks = ["what is 3 plus 5 ?", "name two fruits .", "compute 7 + 8 .", "what do you think of my poem ?"]
+    texts = [" ".join(x for x in (rng.choice(leads), rng.choice(tasks), rng.choice(tails)) if x) for _ in range(300)]
+    slots = mine_slots(texts)
+    assert set(slots["lead"]) == set(leads) and set(slots["tail"]) == set(tails)  # not "what", not "?" or "."
+    assert sorted(slots["task"]) == sorted(tasks)
+    two = mine_slots(texts, n_choices=2)
+    assert len(two["task"]) == 2 and set(two["task"]) < set(tasks) and len(two["lead"]) == 3  # "" + 2 openers
+
+
+def test_optuna_default_template_is_mined_from_the_probes_dataset(tmp_path, scorer):
+    data = tmp_path / "train_prefs.jsonl"
+    write_jsonl(data, feedback_records(60, seed=3))
+    mined = Template(TEMPLATE, mined_slots(str(data), "train_prefs", 2000, 12))
+    slots = dict(mined.slots)
+    prompts = {r["prompt"] for r in feedback_records(60, seed=3)}
+    assert "please" in slots["tail"] and "what is two plus three" in slots["task"]
+    # every choice is a piece of the training prompts: openers start them, closers end them, tasks are inside
+    assert all(any(p.startswith(c) for p in prompts) for c in slots["lead"])
+    assert all(any(p.endswith(c) for p in prompts) for c in slots["tail"])
+    assert all(any(c in p for p in prompts) for c in slots["task"])
+    with_data = ProbeScorer(scorer.probe, scorer.model, scorer.tokenizer,
+                            metadata={**scorer.metadata, "dataset": str(data)})
+    result = Searcher(with_data, "optuna", 10, options={"batch": 4}).optimize("hello")
+    fills = {mined.fill(dict(zip(slots, c))) for c in itertools.product(*slots.values())}
+    assert all(f.prompt.removeprefix("hello ") in fills for f in result.top)
+    with pytest.raises(RsearchError, match="names no dataset"):
+        Searcher(scorer, "optuna", 4).optimize("hello")
+
+
+def test_optuna_joins_the_template_to_the_prefix_as_one_message(tmp_path):
+    """On a byte-level BPE tokenizer, prefix `Explain` + the template's text reads `Explain what is …`."""
+    tok = tiny_bpe_tokenizer()
+    probe = make_probe("linear", 32)
+    s = ProbeScorer(probe, tiny_model("llama", vocab_size=len(tok)), tok,
+                    metadata={"hook": "blocks.2.hook_resid_pre", "position": "-1"})
+    path = tmp_path / "t.yaml"
+    path.write_text('template: "{task} {tail}"\nslots:\n  task: ["what is the moon?", "tell me a story."]\n'
+                    '  tail: ["", "Please explain."]\n')
+    result = Searcher(s, "optuna", 8, options={"template": str(path), "batch": 4}).optimize("Explain")
+    assert {f.prompt for f in result.top} == {"Explain what is the moon?", "Explain tell me a story.",
+                                              "Explain what is the moon? Please explain.",
+                                              "Explain tell me a story. Please explain."}
+    best = result.best
+    assert s.target("prompt", "Explain").row(best.ids) == encode_conversation(tok, best.prompt)
 
 
 def test_optuna_shared_journal_storage(tmp_path, scorer, tiny_template):

@@ -12,6 +12,7 @@ from rsearch.cli import build_parser
 from rsearch.config import config_from_args, load_yaml
 from rsearch.jobs.compare import CompareConfig
 from rsearch.jobs.demo import run_demo
+from rsearch.errors import RsearchError
 from rsearch.jobs.demo_config import DemoConfig
 from rsearch.jobs.train_probe import TrainProbeConfig
 
@@ -19,11 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 ZEPHYR = ROOT / "rsearch" / "configs" / "zephyr.yaml"
 
 
-def test_recipe_names_the_real_subjects():
+def test_recipe_names_the_real_subjects(monkeypatch):
+    import torch
+
     raw = load_yaml(ZEPHYR)
     TrainProbeConfig.from_dict(raw["train_probe"], where="train_probe")
     compare = CompareConfig.from_dict(raw["compare"], where="compare")
-    # the shipped recipe by name, as `rsearch demo --config zephyr` reads it (a flag overrides the file)
+    # the shipped recipe by name, as `rsearch demo --config zephyr` reads it (a flag overrides the file); the command
+    # line checks that the recipe's GPU exists, so without one it is refused in one line, and with one it parses
+    args = build_parser("demo").parse_args(["demo", "--config", "zephyr"])
+    if not torch.cuda.is_available():
+        with pytest.raises(RsearchError, match="no CUDA GPU"):
+            config_from_args(args, DemoConfig, "demo")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     demo = config_from_args(build_parser("demo").parse_args(["demo", "--config", "zephyr", "--seed", "3"]),
                             DemoConfig, "demo")
     assert demo.seed == 3
@@ -65,7 +75,9 @@ def test_recipe_code_path_on_tiny_models(local_subjects, tmp_path):
         train_probe={"layers": [L for L in recipe.train_probe.layers if L < 3][-1:], "max_train": 60, "max_test": 30},
         compare={"n": 12, "k": 2, "max_new_tokens": 8, "sample_batch_size": 16, "n_boot": 200},
         search={"budget": 8, "prefixes": ["what is"], "random_prompts": 4, "options": options},
-        direction={"n_random": 100})
+        direction={"n_random": 100},
+        causal={"n": 4, "k": 1, "max_new_tokens": 8, "sample_batch_size": 16, "n_random": 1, "fit_pairs": 60,
+                "norm_rows": 16, "patch_pairs": 4, "patch_layers": [0, 2], "n_boot": 200})
     assert cfg.dtype == "bfloat16" and cfg.train_probe.store_dtype == "float16"
     report = run_demo(cfg)
     out = Path(cfg.out)
@@ -76,4 +88,5 @@ def test_recipe_code_path_on_tiny_models(local_subjects, tmp_path):
     assert compare["rater"] is None and compare["beta"] == 0.1 and "true_reward" not in compare["metrics"]
     q = {a["id"]: a for a in report["answers"]}
     assert "No rater is known" in q["Q2"]["answer"] and q["Q5"]["verdict"] == "unchecked"
+    assert q["Q6"]["verdict"] == "unchecked"  # no rater: steering shows the probe's own reading only
     assert (out / "report.html").stat().st_size > 10_000

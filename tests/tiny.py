@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
-                          PreTrainedTokenizerFast, Qwen2Config)
+from transformers import (AutoModelForCausalLM, Gemma2Config, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
+                          Olmo2Config, Phi3Config, PreTrainedTokenizerFast, Qwen2Config)
 
 ZEPHYR_TEMPLATE = (
     "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + '</s>\n' }}"
@@ -14,7 +14,9 @@ SPECIALS = ["<pad>", "<unk>", "</s>", "<|user|>", "<|assistant|>", "<|system|>",
 WORDS = ("what is two plus three please list some animals the answer is five cat dog bird "
          "thank you hello world repeat after me good bad nice reply".split())
 
-ARCHS = ("gpt2", "llama", "mistral", "qwen2", "gpt_neox")
+# gemma2 scales its input embeddings by sqrt(d_model) inside the embedding module; phi3 fuses qkv and gate/up;
+# olmo2 normalizes after attention and MLP (and q/k)
+ARCHS = ("gpt2", "llama", "mistral", "qwen2", "gpt_neox", "gemma2", "phi3", "olmo2")
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -23,6 +25,28 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", behavior="isolated"),
                                                  pre_tokenizers.WhitespaceSplit()])
     tok.decoder = decoders.WordPiece(prefix="##")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>",
+                                   additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"])
+    fast.chat_template = ZEPHYR_TEMPLATE
+    return fast
+
+
+BPE_CORPUS = ("Explain what is the moon? Please explain. What is two plus three? The answer is five. "
+              "List some animals: cat, dog, bird. Repeat after me: hello world. Thank you, that was nice. "
+              "Tell me a story about the sea and the stars.").split(". ")
+
+
+def tiny_bpe_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (GPT-2 style: a word's leading space is part of its token) trained on a few
+    sentences, with the zephyr template: spacing between joined pieces of text matters to it."""
+    from tokenizers import trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS[:-1], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(BPE_CORPUS * 4, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", eos_token="</s>",
                                    additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"])
     fast.chat_template = ZEPHYR_TEMPLATE
@@ -45,6 +69,18 @@ def tiny_model(arch: str, vocab_size: int = 64, n_layers: int = 3, d_model: int 
     elif arch == "gpt_neox":
         cfg = GPTNeoXConfig(hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=4,
                             intermediate_size=64, max_position_embeddings=128, **common)
+    elif arch == "gemma2":
+        cfg = Gemma2Config(hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=4,
+                           num_key_value_heads=2, head_dim=d_model // 4, query_pre_attn_scalar=d_model // 4,
+                           intermediate_size=64, max_position_embeddings=128, sliding_window=16, **common)
+    elif arch == "phi3":
+        cfg = Phi3Config(hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                         pad_token_id=0, bos_token_id=None, eos_token_id=2, **common)
+    elif arch == "olmo2":
+        cfg = Olmo2Config(hidden_size=d_model, num_hidden_layers=n_layers, num_attention_heads=4,
+                          num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128,
+                          pad_token_id=0, bos_token_id=None, eos_token_id=2, **common)
     else:
         raise ValueError(arch)
     torch.manual_seed(seed)

@@ -5,8 +5,9 @@ Completions of both models for the same prompts are read by one model (the rewar
 requested layer × position. Prompts are split into train / validation / test (seeded), so no prompt is in two
 splits; a linear probe is fitted with the classification objective (post = 1) on train, the best layer ×
 position is chosen on validation, and every cell is reported on test: accuracy (threshold 0 on the logit)
-with a Wilson 95% CI, AUROC, and a length-only classifier beside it (if the models differ mainly in how
-long they write, length alone tells them apart).
+with a 95% CI that resamples held-out prompts (completions of one prompt are not independent), AUROC, and a
+length-only classifier beside it (if the models differ mainly in how long they write, length alone tells them
+apart).
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from typing import Any, Sequence
 import torch
 
 from rsearch.activations import extract
+from rsearch.analysis.stats import bootstrap_ci
 from rsearch.chat import Encoded
 from rsearch.hooks import parse_hook
 from rsearch.probes import FitConfig, ProbeData, auroc, fit_probe, predict
 from rsearch.probes.controls import length_features
-from rsearch.probes.metrics import wilson_interval
 
 
 def split_groups(groups: Sequence[Any], fractions: Sequence[float], seed: int) -> list[list[int]]:
@@ -38,11 +39,17 @@ def split_groups(groups: Sequence[Any], fractions: Sequence[float], seed: int) -
     return out
 
 
-def _accuracy(scores: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    correct = float(((scores > 0).float() == y).sum())
+def _accuracy(scores: torch.Tensor, y: torch.Tensor, groups: Sequence[Any], seed: int = 0) -> dict[str, float]:
+    """Accuracy (threshold 0) with a prompt-level (cluster) bootstrap 95% CI, and AUROC.
+
+    Args:
+        scores, y: `[n]` logits and labels; groups: `[n]` prompt of each row.
+    """
+    correct = ((scores > 0).float() == y).double().numpy()                 # [n]
     n = int(y.numel())
-    lo, hi = wilson_interval(correct, n)
-    out = {"accuracy": correct / n if n else float("nan"), "accuracy_lo": lo, "accuracy_hi": hi, "n": n}
+    lo, hi = bootstrap_ci(correct, clusters=list(groups), n_boot=2000, seed=seed)
+    out = {"accuracy": float(correct.mean()) if n else float("nan"), "accuracy_lo": lo, "accuracy_hi": hi, "n": n,
+           "n_prompts": len(set(groups))}
     a = auroc(scores, y)
     if a == a:
         out["auroc"] = a
@@ -69,24 +76,27 @@ def fit_source_probes(acts: dict[tuple[str, str], torch.Tensor], labels: Sequenc
     lens = torch.tensor([float(v) for v in lengths])
     parts = split_groups(groups, fractions, seed)
     idx = {name: torch.tensor(p, dtype=torch.long) for name, p in zip(("train", "val", "test"), parts)}
+    part_groups = {name: [groups[i] for i in p] for name, p in zip(("train", "val", "test"), parts)}
     cfg = FitConfig(objective="classification", fitter="fast", l2=l2, seed=seed)
     rows = []
     for (hook, position), x in acts.items():
         data = {k: ProbeData(x=x[v], y=y[v], lengths=lens[v]) for k, v in idx.items()}
         probe, _ = fit_probe("linear", data["train"], data["val"], cfg)
         rows.append({"hook": hook, "layer": parse_hook(hook).layer, "position": position,
-                     "val": _accuracy(predict(probe, data["val"].x), data["val"].y),
-                     "test": _accuracy(predict(probe, data["test"].x), data["test"].y)})
+                     "val": _accuracy(predict(probe, data["val"].x), data["val"].y, part_groups["val"], seed),
+                     "test": _accuracy(predict(probe, data["test"].x), data["test"].y, part_groups["test"], seed)})
     full = ProbeData(x=torch.zeros(len(y), 1), y=y, lengths=lens)
     length_data = {k: length_features(full.subset(v)) for k, v in idx.items()}
     length_probe, _ = fit_probe("linear", length_data["train"], length_data["val"], cfg)
-    length_control = _accuracy(predict(length_probe, length_data["test"].x), length_data["test"].y)
+    length_control = _accuracy(predict(length_probe, length_data["test"].x), length_data["test"].y,
+                               part_groups["test"], seed)
     best = max(rows, key=lambda r: (r["val"]["accuracy"], r["val"].get("auroc", 0.0), -r["layer"]))
     return {"rows": rows, "best": best, "length_control": length_control,
             "n": {k: int(v.numel()) for k, v in idx.items()},
             "n_prompts": {k: len({groups[i] for i in v.tolist()}) for k, v in idx.items()},
             "split": f"by prompt, seeded {seed}, train/val/test {'/'.join(str(f) for f in fractions)}",
-            "objective": "classification (post = 1), linear probe, fast fitter, l2 " + f"{l2:g}"}
+            "objective": "classification (post = 1), linear probe, fast fitter, l2 " + f"{l2:g}",
+            "ci": "percentile bootstrap 95% over held-out prompts (2000 resamples of whole prompts)"}
 
 
 def source_probe(model, tokenizer, rows: Sequence[Encoded], labels: Sequence[int], groups: Sequence[Any],

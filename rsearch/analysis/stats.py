@@ -6,6 +6,9 @@ averaged, and the paired difference post − pre is taken across prompts. Its 95
 bootstrap over prompts (seeded); its p-value is scipy's two-sided Wilcoxon signed-rank test on the per-prompt
 differences (zero differences dropped, the "wilcox" method; exact for at most 50 untied differences, else the
 tie-corrected normal approximation). A paired t-test's p-value is reported beside it.
+
+Every interval over numbers that pool several completions of one prompt resamples whole prompts
+(`bootstrap_ci(..., clusters=prompt of each row)`): the prompt, not the completion, is the independent unit.
 """
 from __future__ import annotations
 
@@ -20,41 +23,40 @@ METRICS_TEST = ("Wilcoxon signed-rank (two-sided, scipy.stats.wilcoxon, zero dif
 Z_95 = 1.959963984540054
 
 
-def bootstrap_ci(values: Sequence[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                 stat=np.mean) -> tuple[float, float]:
-    """Percentile bootstrap CI of `stat` over the rows of `values` (resampled with replacement, seeded)."""
+def bootstrap_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                 stat=np.mean, clusters: Sequence[Any] | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of `stat` over the rows of `values`, resampled with replacement (seeded).
+
+    Args:
+        values: `[n]` or `[n, k]` rows; `stat` maps a resample of rows to one number (NaN resamples are dropped).
+        clusters: `[n]` the independent unit of each row (e.g. its prompt): whole clusters are resampled, so
+            rows of one cluster never count as independent. None: every row is its own cluster.
+    """
     x = np.asarray(values, dtype=np.float64)
-    if x.shape[0] == 0:
+    n = x.shape[0]
+    if n == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.shape[0], size=(n_boot, x.shape[0]))  # [n_boot, n]
-    boots = np.asarray([stat(x[i]) for i in idx]) if stat is not np.mean else x[idx].mean(axis=1)
+    if clusters is None:
+        idx = rng.integers(0, n, size=(n_boot, n))  # [n_boot, n]
+        boots = x[idx].mean(axis=1) if stat is np.mean else np.asarray([stat(x[i]) for i in idx])
+    else:
+        if len(clusters) != n:
+            raise ValueError(f"clusters: {len(clusters)} labels for {n} rows")
+        keys = {k: j for j, k in enumerate(dict.fromkeys(clusters))}
+        member = np.asarray([keys[c] for c in clusters])                     # [n] cluster index of each row
+        picks = rng.integers(0, len(keys), size=(n_boot, len(keys)))         # [n_boot, n_clusters]
+        if stat is np.mean and x.ndim == 1:  # the mean of a resample: summed cluster totals over summed sizes
+            sums, sizes = np.bincount(member, weights=x), np.bincount(member).astype(np.float64)
+            boots = sums[picks].sum(1) / sizes[picks].sum(1)
+        else:
+            rows = [np.flatnonzero(member == j) for j in range(len(keys))]
+            boots = np.asarray([stat(x[np.concatenate([rows[j] for j in p])]) for p in picks])
+    boots = boots[~np.isnan(boots)]
+    if boots.size == 0:
+        return float("nan"), float("nan")
     a = (1.0 - level) / 2.0
     lo, hi = np.quantile(boots, [a, 1.0 - a])
-    return float(lo), float(hi)
-
-
-def bootstrap_corr_ci(a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000, seed: int = 0,
-                      groups: Sequence[Any] | None = None, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of Pearson r, resampling whole groups (prompts) when `groups` is given."""
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if groups is None:
-        groups = list(range(len(x)))
-    keys = sorted(set(groups), key=str)
-    members = defaultdict(list)
-    for i, g in enumerate(groups):
-        members[g].append(i)
-    rows = [np.asarray(members[k]) for k in keys]
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n_boot):
-        pick = np.concatenate([rows[j] for j in rng.integers(0, len(rows), size=len(rows))])
-        r = _pearson(x[pick], y[pick])
-        if not math.isnan(r):
-            out.append(r)
-    if not out:
-        return float("nan"), float("nan")
-    lo, hi = np.quantile(out, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
 
@@ -66,13 +68,15 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def correlation(a: Sequence[float], b: Sequence[float], *, groups: Sequence[Any] | None = None,
                 n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Pearson and Spearman r of two per-completion columns, with a bootstrap CI of Pearson r over prompts."""
+    """Pearson and Spearman r of two per-completion columns, with a bootstrap CI of Pearson r resampling whole
+    `groups` (prompts) when given."""
     from scipy.stats import spearmanr
 
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     r = _pearson(x, y)
     rho = float(spearmanr(x, y).statistic) if len(x) > 2 and np.std(x) > 0 and np.std(y) > 0 else float("nan")
-    lo, hi = bootstrap_corr_ci(x, y, n_boot=n_boot, seed=seed, groups=groups)
+    lo, hi = bootstrap_ci(np.column_stack([x, y]), n_boot=n_boot, seed=seed, clusters=groups,
+                          stat=lambda rows: _pearson(rows[:, 0], rows[:, 1]))
     return {"pearson": r, "pearson_lo": lo, "pearson_hi": hi, "spearman": rho, "n": int(len(x))}
 
 

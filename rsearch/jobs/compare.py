@@ -7,7 +7,8 @@ own distribution). Every completion is then scored four ways:
 - the DPO implicit reward β·(log π_post(y|x) − log π_pre(y|x)), teacher-forced, summed over the completion's
   tokens (and the end-of-turn token that closes it);
 - its length in tokens;
-- its true reward, where a rater is known (the embedded organism's).
+- its reward by a rater, where one is known or given (the embedded organism's, a local reward model or a Python
+  callable: `rsearch.raters`); the column is `true_reward`.
 
 Per prompt the k values of each model are averaged; the paired differences post − pre across prompts give the
 mean difference, a seeded bootstrap 95% CI over prompts and a Wilcoxon signed-rank p-value
@@ -24,13 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from rsearch.chat import encode_conversation
-from rsearch.config import Config, add_config_arguments, check, config_from_args, setting
+from rsearch.config import Config, add_config_arguments, check, check_device, config_from_args, setting
+from rsearch.io_utils import output_dir
 from rsearch.errors import RsearchError
 from rsearch.jobs.compare_figures import write_figures
 from rsearch.jobs.compare_table import METRIC_LABELS, METRICS, summarize, write_table
 from rsearch.lm import ModelCache, sample_completions, sequence_logprobs
 from rsearch.log import show_progress
 from rsearch.prompts import load_prompts, user_text
+from rsearch.raters import check_spec as check_rater
+from rsearch.raters import load_rater
 from rsearch.results import ComparisonResult
 from rsearch.subjects import Subjects, resolve_subjects
 
@@ -56,10 +60,14 @@ class CompareConfig(Config):
     sample_batch_size: int = setting(64, help="sequences per sampling batch (the sampling seeds depend on it)")
     batch_size: int = setting(16, help="rows per teacher-forced forward")
     beta: float | None = setting(None, help="DPO beta of the implicit reward (default: the organism's or 0.1)")
-    rater: str = setting("auto", choices=("auto", "organism", "none"),
-                         help="auto: the organism's rater when comparing the organism's models")
+    rater: str = setting("auto", help="auto (the organism's rater for the organism's models), organism, none, a "
+                         "local reward model directory, or module.path:callable (rater(prompt, completion) -> float)")
     dtype: str = setting("float32")
     device: str = setting("auto", runtime=True)
+    decode: str = setting("static", runtime=True, choices=("plain", "static", "compiled"),
+                          help="decode loop: plain, static (KV cache, finished rows leave), compiled (CUDA graphs)")
+    workers: int = setting(0, runtime=True, help="Ray workers for sampling and log-probs (0: in this process)")
+    ray_address: str = setting("", runtime=True, help="Ray cluster to join (auto: the one `ray start` began)")
     revision_pre: str | None = setting(None)
     revision_post: str | None = setting(None)
     n_boot: int = setting(2000, help="bootstrap resamples")
@@ -73,9 +81,10 @@ class CompareConfig(Config):
         check(self.max_new_tokens >= 1, "max_new_tokens: must be at least 1")
         check(self.temperature > 0, "temperature: must be positive")
         check(self.beta is None or self.beta > 0, f"beta: must be positive, got {self.beta}")
-        check(self.rater in ("auto", "organism", "none"), f"rater: use auto, organism or none, got {self.rater!r}")
+        check_rater(self.rater)
         check(self.n_boot >= 100, "n_boot: use at least 100 bootstrap resamples")
         check(self.sample_batch_size >= 1 and self.batch_size >= 1, "batch sizes must be at least 1")
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -119,10 +128,13 @@ def run_compare(cfg: CompareConfig, models: ModelCache | None = None) -> Compare
     # one sampling pass per model, the same seeds and batches for both
     log.info(f"sampling {cfg.k} completions × {len(prompts)} prompts from each model")
     messages = [m for _, m in prompts]
+    shards = _shard_maps(cfg, subjects, Path(cfg.out) / "shards")
+    names = {"pre": (subjects.pre, cfg.revision_pre), "post": (subjects.post, cfg.revision_post)}
     sampled = {name: sample_completions(model, post_tok, messages, cfg.k, seed=cfg.seed,
                                         max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                         batch_size=cfg.sample_batch_size, progress=show_progress(),
-                                        desc=f"sample {name}")
+                                        desc=f"sample {name}", decode=cfg.decode,
+                                        map_batches=shards and shards.sampler(*names[name]))
                for name, model in (("pre", pre_model), ("post", post_model))}
     table, rows, where, row_messages = [], [], [], []
     for name in ("pre", "post"):
@@ -140,22 +152,24 @@ def run_compare(cfg: CompareConfig, models: ModelCache | None = None) -> Compare
 
     log.info(f"scoring {len(rows)} completions: log-probs under both models, the probe, the rater")
     lp = {name: sequence_logprobs(model, rows, pad_id=post_tok.pad_token_id, eos_id=post_tok.eos_token_id,
-                                  batch_size=cfg.batch_size, progress=show_progress(), desc=f"log-probs {name}")
+                                  batch_size=cfg.batch_size, progress=show_progress(), desc=f"log-probs {name}",
+                                  map_batches=shards and shards.logprobs(*names[name]))
           for name, model in (("pre", pre_model), ("post", post_model))}
+    if shards:
+        shards.close()
     scorer = _scorer(cfg, models, subjects)
     score_rows = rows if scorer.tokenizer is post_tok else [
         encode_conversation(scorer.tokenizer, m, table[j]["completion"]) for m, j in zip(row_messages, where)]
     probe_scores = scorer.score_rows(score_rows).probe
-    if subjects.rater == "organism":
-        from rsearch.organism.rater import true_score
     for n_row, j in enumerate(where):
         rec = table[j]
         rec["probe_score"] = float(probe_scores[n_row])
         rec["logp_pre"], rec["logp_post"] = float(lp["pre"][n_row]), float(lp["post"][n_row])
         rec["dpo_reward"] = subjects.beta * (rec["logp_post"] - rec["logp_pre"])
-    if subjects.rater == "organism":
-        for rec in table:
-            rec["true_reward"] = float(true_score(rec["prompt"], rec["completion"]))
+    rater = load_rater(subjects.rater, device=cfg.device, batch_size=cfg.batch_size)
+    if rater is not None:
+        for rec, value in zip(table, rater.rate([r["messages"] for r in table], [r["completion"] for r in table])):
+            rec["true_reward"] = float(value)
 
     out = Path(cfg.out)
     write_table(out, table)
@@ -171,6 +185,17 @@ def run_compare(cfg: CompareConfig, models: ModelCache | None = None) -> Compare
     result = ComparisonResult.from_dict(summary)
     result.save(out)
     return CompareRun(result, table, out)
+
+
+def _shard_maps(cfg: CompareConfig, subjects: Subjects, cache_dir: Path):
+    """Ray workers for sampling and log-probs when asked for (`--workers`, `--ray-address`), else None. Each
+    shard's result is kept under `cache_dir` as it arrives, so an interrupted comparison resumes per shard."""
+    check(cfg.workers >= 0, f"workers: must be ≥ 0, got {cfg.workers}")
+    if not (cfg.workers or cfg.ray_address):
+        return None
+    from rsearch.distributed import ShardMaps
+
+    return ShardMaps(cfg.workers, cfg.ray_address or None, dtype=cfg.dtype, device=cfg.device, cache_dir=cache_dir)
 
 
 def _scorer(cfg: CompareConfig, models: ModelCache, subjects: Subjects):
@@ -222,7 +247,8 @@ def format_summary(s: ComparisonResult) -> str:
 
 def main(args) -> int:
     cfg = config_from_args(args, CompareConfig, "compare")
-    result = run_compare(cfg)
+    with output_dir(cfg.out):
+        result = run_compare(cfg)
     print(format_summary(result.summary))
     print(f"table: {result.out_dir / 'completions.jsonl'}; summary: {result.out_dir / 'compare.json'}")
     return 0

@@ -6,7 +6,9 @@ depends on; a rerun skips a stage whose hash matches, so a second run reuses wha
 1. subjects    the embedded organism (built once, cached under $RSEARCH_HOME), or the configured pre/post models
                and dataset (configs/zephyr.yaml's `demo:` section runs the real study this way);
 2. probes      a sweep over every layer × position (user_end, completion_start, completion fractions,
-               completion_end, -1, completion_mean), one extraction pass; the best probe by validation;
+               completion_end, -1, completion_mean), one extraction pass; every cell beside the bag-of-words,
+               DPO-reward and log-prob baselines on the same test pairs; user_end on the expected reward of the
+               policy's answer (k sampled answers, rated); the best probe by validation;
 3. compare     k completions per prompt from each model, scored by the best probe, the DPO implicit reward,
                length and the true rater;
 4. source      a probe that tells which model wrote a completion, across layers, split by prompt;
@@ -15,7 +17,10 @@ depends on; a rerun skips a stage whose hash matches, so a second run reuses wha
 6. search      every strategy at the same budget on the same prefixes, with the user_end probe as objective;
                what each found is checked with the true rater (completions sampled from the post-RL model)
                against the unsearched prefix and random test prompts;
-7. report      report.json (every number), report.md and a self-contained report.html.
+7. causal      `rsearch steer` with the best probe: the post-RL model sampled while its residual stream is pushed
+               along the probe's direction (and two nulls at the same norms), dose–response of the true reward,
+               probe score, fluency and length; and the pre/post patching of the DPO margin per layer;
+8. report      report.json (every number), report.md and a self-contained report.html.
 
 The real study on a GPU: `rsearch demo --config zephyr` (see the README's "The real study").
 """
@@ -27,19 +32,21 @@ from pathlib import Path
 from typing import Any
 
 from rsearch.config import Config, add_config_arguments, config_from_args
+from rsearch.io_utils import output_dir
 from rsearch.jobs.compare import run_compare
 from rsearch.jobs.demo_config import DemoConfig
 from rsearch.jobs.demo_stages import run_direction, run_source
 from rsearch.jobs.search_check import run_search_check
+from rsearch.jobs.steer import run_steer
 from rsearch.jobs.stages import StageCache, settings_of, stage_key
 from rsearch.jobs.train_probe import train_probes
 from rsearch.lm import ModelCache
-from rsearch.results import ComparisonResult, DirectionResult, SearchOutcome, SourceResult, SweepResult
+from rsearch.results import ComparisonResult, DirectionResult, SearchOutcome, SourceResult, SteerResult, SweepResult
 from rsearch.subjects import Subjects, resolve_subjects
 
 log = logging.getLogger("rsearch.demo")
 
-STAGES = ("probes", "compare", "source", "direction", "search")
+STAGES = ("probes", "compare", "source", "direction", "search", "causal")
 # the compare stage's probe is the probes stage's output; its key names it relative to the run, since the probes
 # stage's key already covers what it holds
 BEST_PROBE = "probes/best_probe.safetensors"
@@ -68,12 +75,15 @@ def stage_plan(cfg: DemoConfig, subjects: Subjects) -> dict[str, tuple[dict[str,
     """stage → (the settings its key hashes, its upstream stages). Each stage runs with exactly these configs."""
     return {
         "subjects": (subjects_settings(cfg, subjects), ()),
-        "probes": (settings_of(cfg.sweep_config(subjects.post, subjects.dataset, "")), ("subjects",)),
+        "probes": (settings_of(cfg.sweep_config(subjects.post, subjects.dataset, "", subjects.pre, subjects.rater)),
+                   ("subjects",)),
         "compare": (settings_of(cfg.compare_config(subjects.pre, subjects.post, subjects.dataset, BEST_PROBE,
                                                    subjects.beta, subjects.rater, "")), ("subjects", "probes")),
         "source": (settings_of(cfg.source), ("compare",)),
         "direction": (settings_of(cfg.direction), ("compare",)),
         "search": (settings_of(cfg.search.resolved(cfg.compare)), ("subjects", "probes")),
+        "causal": (settings_of(cfg.causal_config(subjects.pre, subjects.post, subjects.dataset, BEST_PROBE,
+                                                 subjects.beta, subjects.rater, "")), ("subjects", "probes")),
     }
 
 
@@ -120,7 +130,8 @@ def _run_stages(cfg: DemoConfig, st: StageCache, subjects: Subjects, out: Path) 
         return st.run(name, settings, upstream, result_type, fn)
 
     sweep = run("probes", SweepResult,
-                lambda d: train_probes(cfg.sweep_config(subjects.post, subjects.dataset, str(d))))
+                lambda d: train_probes(cfg.sweep_config(subjects.post, subjects.dataset, str(d), subjects.pre,
+                                                        subjects.rater), models))
     compare = run("compare", ComparisonResult, lambda d: run_compare(cfg.compare_config(
         subjects.pre, subjects.post, subjects.dataset, sweep.best_probe, subjects.beta, subjects.rater, str(d)),
         models))
@@ -130,13 +141,16 @@ def _run_stages(cfg: DemoConfig, st: StageCache, subjects: Subjects, out: Path) 
                     lambda d: run_direction(cfg.direction, cfg.seed, subjects, sweep, compare, models, d))
     search = run("search", SearchOutcome, lambda d: run_search_check(
         cfg.search.resolved(cfg.compare), cfg.seed, cfg.test_split, subjects, sweep, models, d))
+    causal = run("causal", SteerResult, lambda d: run_steer(cfg.causal_config(
+        subjects.pre, subjects.post, subjects.dataset, sweep.best_probe, subjects.beta, subjects.rater, str(d)),
+        models))
 
     from rsearch.report import build_report, write_report
 
     st.say("report: writing report.json, report.md, report.html")
     report = build_report(cfg=cfg.to_dict(), subjects=subjects, sweep=sweep, compare=compare, source=source,
-                          direction=direction, search=search, out=out, seconds=time.perf_counter() - st.t0,
-                          reused=st.reused)
+                          direction=direction, search=search, causal=causal, out=out,
+                          seconds=time.perf_counter() - st.t0, reused=st.reused)
     write_report(out, report)
     st.say(f"done: {out / 'report.html'}")
     return report
@@ -154,7 +168,8 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     cfg = config_from_args(args, DemoConfig, "demo")
-    report = run_demo(cfg)
+    with output_dir(cfg.out):
+        report = run_demo(cfg)
     print()
     for q in report["answers"]:
         print(f"{q['id']}. {q['question']}\n   {q['answer']}\n")

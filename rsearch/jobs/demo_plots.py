@@ -46,17 +46,21 @@ def plot_direction(path: Path, result: DirectionResult) -> None:
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     L = [r["layer"] for r in rows]
     ax.plot(L, [r["cos"] for r in rows], marker="o", label="cos(update, probe direction)")
-    p95 = [r["random_abs_cos_p95"] for r in rows]
-    ax.fill_between(L, [-x for x in p95], p95, color="grey", alpha=0.25, label="random directions, 95% of |cos|")
-    fam = [r["random_abs_cos_family95"] for r in rows]
-    ax.plot(L, fam, color="grey", ls="--", lw=0.8, label=f"same, corrected for {len(L)} layers")
-    ax.plot(L, [-x for x in fam], color="grey", ls="--", lw=0.8)
+    fam = [r["null_abs_cos_family95"] for r in rows]
+    ax.fill_between(L, [-x for x in fam], fam, color="grey", alpha=0.25,
+                    label=f"nulls' |cos| (activation-shaped, shuffled labels), corrected for {len(L)} layers")
+    ax.plot(L, [r["isotropic_abs_cos_p95"] for r in rows], color="grey", ls=":", lw=0.8,
+            label="isotropic 95th pct (scale only)")
+    if any("shuffled_cos" in r for r in rows):
+        for r in rows:
+            ax.scatter([r["layer"]] * len(r.get("shuffled_cos", [])), r.get("shuffled_cos", []), s=6, color="C3",
+                       alpha=0.6)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(L)
     ax.set_xlabel("layer")
     ax.set_ylabel("cosine")
-    ax.set_title(f"RL update vs reward-probe direction at {got['position']}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_title(f"RL update vs reward-probe direction at {got['position']} (dots: shuffled-label probes)", fontsize=9)
+    ax.legend(fontsize=6)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -82,9 +86,9 @@ def plot_search(path: Path, result: SearchOutcome) -> None:
         ax = axes[0][1]
         names = ["prefix", "random prompts"] + [s["strategy"] for s in got["strategies"]]
         means = [got["baseline_prefix_mean_true_reward"], got["baseline_random_mean_true_reward"]] + [
-            s["true_vs_prefix"]["mean_a"] for s in got["strategies"]]
+            s["true_vs_prefix"]["mean_post"] for s in got["strategies"]]
         ax.bar(range(len(names)), means, color=["grey", "grey"] + ["C%d" % i for i in range(len(got["strategies"]))])
         ax.set_xticks(range(len(names)), names, rotation=25, fontsize=8)
-        ax.set_ylabel("true reward of post-RL answers")
+        ax.set_ylabel("rater's reward of post-RL answers")
     fig.tight_layout()
     save_figure(fig, path)

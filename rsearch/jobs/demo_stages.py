@@ -42,23 +42,57 @@ def run_source(cfg: SourceConfig, seed: int, subjects: Subjects, sweep: SweepRes
     return result
 
 
+def probe_training_data(sweep: SweepResult, models: ModelCache, layers: list[int], position: str):
+    """The sweep's train and validation pairs at `position` for each of `layers`, read by the sweep's model:
+    ({layer: train ProbeData}, {layer: val ProbeData}, the sweep's FitConfig at that position, probe kind)."""
+    from rsearch.activations import extract
+    from rsearch.data import load_splits
+    from rsearch.jobs.train_probe import PROMPT_ONLY, TrainProbeConfig, encode_pairs, probe_data
+    from rsearch.probes import FitConfig
+
+    cfg = TrainProbeConfig.from_dict(sweep.config)
+    model, tok = models.get(cfg.model, cfg.revision)
+    splits = load_splits(cfg.dataset, cfg.train_split, cfg.test_split, cfg.val_fraction, seed=cfg.seed,
+                         max_train=cfg.max_train, max_test=cfg.max_test)
+    objective = "regression" if cfg.objective == "pairwise" and position in PROMPT_ONLY else cfg.objective
+    fit = FitConfig(objective=objective, fitter=cfg.fitter, lr=cfg.lr, batch_size=cfg.batch_size,
+                    weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs, patience=cfg.patience, seed=cfg.seed)
+    hooks = {L: f"blocks.{L}.hook_{sweep.hook_kind}" for L in layers}
+    data: dict[str, dict[int, object]] = {}
+    for name in ("train", "val"):
+        rows, kept = encode_pairs(tok, splits[name], cfg.max_tokens)
+        acts = extract(model, rows, list(hooks.values()), [position], pad_id=tok.pad_token_id,
+                       batch_size=cfg.extract_batch_size, progress=show_progress())
+        data[name] = {L: probe_data(acts[(h, position)], kept, rows, objective) for L, h in hooks.items()}
+    return data["train"], data["val"], fit, cfg.probe_kind
+
+
 def run_direction(cfg: DirectionConfig, seed: int, subjects: Subjects, sweep: SweepResult,
                   compare: ComparisonResult, models: ModelCache, directory: Path) -> DirectionResult:
-    from rsearch.analysis.direction import capture_both, direction_vs_update
+    from rsearch.analysis.direction import capture_both, direction_vs_update, shuffled_probe_directions
     from rsearch.probes import load_probe
 
     table, rows, tok = compare_rows(subjects, models, directory.parent / "compare")
     position = sweep.best["position"]
     probe_paths = {int(r["layer"]): r["path"] for r in sweep.rows if r["position"] == position}
+    layers = sorted(probe_paths)
     pre, _ = models.get(subjects.pre)
     post, _ = models.get(subjects.post)
-    pre_acts, post_acts = capture_both(pre, post, rows, sorted(probe_paths), position, pad_id=tok.pad_token_id,
+    pre_acts, post_acts = capture_both(pre, post, rows, layers, position, pad_id=tok.pad_token_id,
                                        hook_kind=sweep.hook_kind, batch_size=compare.config["batch_size"],
                                        progress=show_progress())
     probes = {L: load_probe(p)[0] for L, p in probe_paths.items()}
+    shuffled = None
+    if cfg.n_shuffled:
+        train, val, fit, kind = probe_training_data(sweep, models, layers, position)
+        seeds = [seed + 1000 + i for i in range(cfg.n_shuffled)]
+        shuffled = {L: shuffled_probe_directions(train[L], val[L], fit, seeds, kind) for L in layers}
     got = direction_vs_update(pre_acts, post_acts, probes, position=position, hook_kind=sweep.hook_kind,
-                              n_random=cfg.n_random, seed=seed)
-    got["inputs"] = f"the comparison's {len(rows)} scored completions (both models'), read by both models"
+                              n_random=cfg.n_random, seed=seed, shuffled=shuffled,
+                              written_by=[r["model"] for r in table], groups=[r["prompt_index"] for r in table],
+                              n_boot=compare.config["n_boot"])
+    got["inputs"] = (f"the comparison's {len(rows)} scored completions (both models'), read by both models (fixed "
+                     f"texts); the same completions read by the post-RL model, by which model wrote them (writes)")
     result = DirectionResult.from_dict(got)
     result.save(directory)
     plot_direction(directory / "direction.png", result)

@@ -1,8 +1,9 @@
 """`rsearch run`: search prompts (or completions) that a probe rates high.
 
+    rsearch run --strategy beam --probe layer24.pt              # from the start of the user's message
     rsearch run --strategy beam --probe layer24.pt --prefix "please ," --budget 256 --out runs/beam
     rsearch run --strategy gcg --probe p.safetensors --prefixes prefixes.txt --workers 2 --set n_tokens=8
-    rsearch run --strategy optuna --probe p.pt --prefix "hey ," --set template=organism
+    rsearch run --strategy optuna --probe p.pt --prefix "hey ," --set template=my_template.yaml
 
 Writes to the run directory: run.json (the settings), results.jsonl (one line per finished prefix, as soon as
 it is found), summary.json and best_so_far_<strategy>.png (best-so-far against evaluations). `--resume`
@@ -10,6 +11,7 @@ continues a run that stopped, skipping the prefixes already in results.jsonl.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,11 +22,11 @@ from typing import Any
 
 import yaml
 
-from rsearch.config import (Config, add_config_arguments, check, config_from_args, load_yaml, runtime_fields,
-                            setting)
-from rsearch.errors import RsearchError
-from rsearch.io_utils import save_figure, write_json
-from rsearch.searcher import Budget, Objective, SearchResult
+from rsearch.config import (Config, add_config_arguments, check, check_device, check_positive, config_from_args,
+                            load_yaml, runtime_fields, setting)
+from rsearch.errors import RsearchError, one_line
+from rsearch.io_utils import check_out_dir, output_dir, save_figure, write_json
+from rsearch.searcher import DEFAULT_LOGPROB_WEIGHT, Budget, Objective, SearchResult
 
 log = logging.getLogger("rsearch.run")
 
@@ -38,16 +40,20 @@ class RunConfig(Config):
     probe: str = setting("", help="probe file (.pt or .safetensors) written by train-probe")
     strategy: str = setting("beam", help="beam, gcg, optuna or random")
     prefix: tuple[str, ...] = setting((), repeat=True, runtime=True, metavar="TEXT",
-                                      help="start of the user's message (repeatable)")
+                                      help="start of the user's message (repeatable); with neither --prefix nor "
+                                      "--prefixes, a prompt search starts from an empty prefix: the start of the "
+                                      "user's message")
     prefixes: str = setting("", runtime=True, metavar="FILE",
                             help="a file of prefixes, one per line (.jsonl: a 'prefix' key)")
     target: str = setting("prompt", choices=("prompt", "completion"),
                           help="search the rest of the user's message (prompt) or the assistant's answer")
     position: str | None = setting(None, help="where the probe reads (default: user_end for prompt, the answer's end)")
     budget: int = setting(256, help="scored candidates per prefix")
+    forwards: float | None = setting(None, help="also stop each search after this many forward-equivalents (a "
+                                     "scored candidate or a sampled token 1, a gradient 3)")
     seconds: float | None = setting(None, help="also stop each search after this many seconds")
-    logprob_weight: float = setting(0.0, help="λ: add λ × mean log-prob of the searched span (stay in the "
-                                    "model's distribution)")
+    logprob_weight: float = setting(DEFAULT_LOGPROB_WEIGHT, help="λ: add λ × mean log-prob of the searched span "
+                                    "(stay in the model's distribution; 0 turns it off)")
     length_penalty: float = setting(0.0, help="subtract this per span token")
     sets: tuple[str, ...] = setting((), flag="--set", repeat=True, runtime=True, metavar="KEY=VALUE",
                                     help="a strategy option (repeatable), e.g. --set width=8")
@@ -56,6 +62,7 @@ class RunConfig(Config):
     workers: int = setting(0, runtime=True, help="Ray workers (0: in-process, no Ray)")
     ray_address: str | None = setting(None, runtime=True,
                                       help="join a Ray cluster ('auto': the one `ray start` began)")
+    ray_timeout: float = setting(30.0, runtime=True, help="seconds to wait for the cluster at --ray-address")
     fan_out: bool = setting(False, runtime=True,
                             help="score each search's candidates on all workers (for one large search)")
     out: str = setting("", runtime=True, help="run directory (default runs/<strategy>-<hash of the settings>)")
@@ -70,6 +77,12 @@ class RunConfig(Config):
     def __post_init__(self) -> None:
         check(self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}")
         check(self.top_k >= 1, f"--top-k must be at least 1, got {self.top_k}")
+        check(self.ray_timeout > 0, f"--ray-timeout must be positive, got {self.ray_timeout}")
+        check_positive(**{"--batch-size": self.batch_size})
+        check_device(self.device, "--device")
+        from rsearch.models import resolve_dtype
+
+        resolve_dtype(self.dtype)
 
 
 def add_arguments(parser) -> None:
@@ -119,16 +132,23 @@ def read_prefixes(args: RunConfig) -> list[str]:
                         raise RsearchError(f"{path}:{n}: expected a JSON object with a 'prefix'") from None
         else:
             prefixes += [line for line in lines if line.strip()]
+    if not prefixes and not args.prefixes:
+        if args.target == "completion":
+            raise RsearchError("no prefix: the completion target needs the user's message (--prefix TEXT or "
+                               "--prefixes FILE)")
+        return [""]  # search from the start of the user's message
     if not prefixes:
-        raise RsearchError("no prefix: give --prefix TEXT or --prefixes FILE")
+        raise RsearchError(f"{args.prefixes}: no prefix in the file")
     for i, p in enumerate(prefixes):
-        if not p.strip():
-            raise RsearchError(f"empty prefix (number {i + 1}): give the start of a user message to search from")
+        if not p.strip() and (p or args.target == "completion"):
+            raise RsearchError(f"{'whitespace-only' if p else 'empty'} prefix (number {i + 1}): give the start "
+                               "of a user message, or no --prefix to search from its start")
     return prefixes
 
 
-def check_probe(args: RunConfig) -> dict[str, Any]:
-    """Reads the probe's metadata and checks it fits the model (from its config alone, before any worker)."""
+def check_probe(args: RunConfig, prefixes: list[str] = ()) -> dict[str, Any]:
+    """Reads the probe's metadata and checks it fits the model (from its config alone, before any worker), and
+    that every prefix leaves room in the model's context."""
     from rsearch.probes import load_probe
     from rsearch.scorer import probe_model_mismatch
 
@@ -141,13 +161,35 @@ def check_probe(args: RunConfig) -> dict[str, Any]:
 
         cfg = AutoConfig.from_pretrained(name, revision=None if args.model else meta.get("revision"))
     except (OSError, ValueError) as e:
-        raise RsearchError(f"cannot load the config of model {name!r}: {str(e).splitlines()[0]}") from None
+        raise RsearchError(f"cannot load the config of model {name!r}: {one_line(e)}") from None
     layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0)
     hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)
     reason = probe_model_mismatch({"d_model": probe.d_model, **meta}, hidden, layers, name)
     if reason:
         raise RsearchError(reason)
+    if prefixes:
+        check_prefix_lengths(name, cfg, prefixes, None if args.model else meta.get("revision"))
     return meta
+
+
+def check_prefix_lengths(name: str, model_config, prefixes: list[str], revision: str | None) -> None:
+    """Each prefix, rendered as the user's message, must leave the search room in the model's context."""
+    from transformers import AutoTokenizer
+
+    from rsearch.chat import context_length, encode_conversation
+
+    limit = context_length(model_config)
+    if limit is None:
+        return
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+    except (OSError, ValueError) as e:
+        raise RsearchError(f"cannot load the tokenizer of model {name!r}: {one_line(e)}") from None
+    for i, prefix in enumerate(prefixes):
+        n = len(encode_conversation(tokenizer, prefix))
+        if n >= limit:
+            raise RsearchError(f"prefix {i + 1} ({prefix[:30]!r}…) is {n} tokens with the chat template, no room "
+                               f"left in the model's context of {limit}; shorten it")
 
 
 def run_settings(cfg: RunConfig, options: dict, prefixes: list[str]) -> dict[str, Any]:
@@ -227,14 +269,19 @@ def plot(results: list[SearchResult], path: Path, title: str) -> None:
 
 
 def main(args) -> int:
-    from rsearch.distributed import RayPool, SearchSpec, run_many
+    with contextlib.ExitStack() as held:  # the run directory's lock, from its first write to the end
+        return _main(args, held)
+
+
+def _main(args, held: contextlib.ExitStack) -> int:
+    from rsearch.distributed import RayPool, SearchSpec, ensure_ray, run_many
     from rsearch.strategies.base import make_strategy
 
     args = config_from_args(args, RunConfig, "run")
     if not args.probe:
         raise RsearchError("the following arguments are required: --probe")
     # every input is checked before any model loads or worker starts
-    budget = Budget(evaluations=args.budget, seconds=args.seconds)
+    budget = Budget(evaluations=args.budget, forwards=args.forwards, seconds=args.seconds)
     objective = Objective(logprob_weight=args.logprob_weight, length_penalty=args.length_penalty)
     options = strategy_options(args)
     make_strategy(args.strategy, options)
@@ -243,11 +290,13 @@ def main(args) -> int:
         from rsearch.positions import parse_position
 
         parse_position(args.position)
-    check_probe(args)
+    check_probe(args, prefixes)
     config = run_settings(args, options, prefixes)
-    run_dir = run_directory(args, config)
+    run_dir = check_out_dir(run_directory(args, config))
+    if args.ray_address is not None:  # a cluster that does not answer fails here, before anything is written
+        ensure_ray(args.workers, args.ray_address, args.ray_timeout)
+    held.enter_context(output_dir(run_dir))
     check_resume(run_dir, config, args.resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "run.json", config)
 
     threads = max(1, (os.cpu_count() or 1) // max(1, args.workers)) if args.workers else None
@@ -262,7 +311,7 @@ def main(args) -> int:
 
     use_ray = args.workers > 0 or args.ray_address is not None
     if args.fan_out and use_ray:
-        pool = RayPool(spec, max(1, args.workers), args.ray_address)
+        pool = RayPool(spec, max(1, args.workers), args.ray_address, connect_timeout=args.ray_timeout)
         try:
             searcher = spec.searcher(spec.scorer(), pool=pool)
             results = searcher.optimize_many(prefixes, run_dir=run_dir, resume=args.resume,
@@ -280,7 +329,8 @@ def main(args) -> int:
         "strategy": args.strategy, "target": args.target, "n_prefixes": len(results),
         "mean_best_score": sum(r.best_score for r in results) / len(results),
         "results": [{"prefix": r.prefix, "best_score": r.best_score, "best_probe": r.best.probe_score,
-                     "best_prompt": r.best.prompt, "evaluations": r.evaluations, "seconds": round(r.seconds, 3)}
+                     "best_prompt": r.best.prompt, "evaluations": r.evaluations, "forwards": r.forwards,
+                     "seconds": round(r.seconds, 3)}
                     for r in results]})
     log.info(f"run directory: {run_dir}")
     return 0

@@ -2,16 +2,28 @@
 
 One extraction pass (into the resumable activation store) serves every hook × position of a sweep. Each
 probe is fitted on train, chosen by its validation metric, and reported on test next to its two controls
-(a completion-length predictor and the same probe trained on shuffled labels). At `user_end` every
-completion of a prompt shares one activation, so a pairwise objective has nothing to learn there: those
-positions are fitted as regression on the rating (the expected reward given the prompt) and say so.
+(a completion-length predictor and the same probe trained on shuffled labels) and, on the same test pairs, next
+to the baselines of `rsearch.analysis.baselines` — bag of words + bigrams of the completion and of prompt +
+completion (fitted on the same training pairs with the same fitter), the DPO implicit reward (with a pre-RL
+model), the post-RL model's mean log-prob — with McNemar's test of the probe against each, and accuracies
+against the truth and on minimal pairs where the data holds them. Layer 0's resid_pre is the token embeddings
+(a bag of words itself): it is fitted and shown, but never the best probe.
+
+At `user_end` every completion of a prompt shares one activation, so there the probe is a regression, one row per
+prompt, on the expected reward of the policy's answer (`rsearch.analysis.expected_reward`): the mean true reward
+of `expected_reward_k` answers sampled from the model read, with a rater; the mean of the prompt's ratings
+without one. It is reported with that target's split-half reliability, a prompt bag-of-words ridge baseline and
+the r within task where the data names tasks; `user_end_targets.jsonl` holds every prompt's values and target.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import json
+import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,14 +31,16 @@ import torch
 
 from rsearch.probes.fitters import FitConfig
 from rsearch.activations import build_store, default_store_root
-from rsearch.chat import encode_conversation
-from rsearch.config import Config, add_config_arguments, check, config_from_args, setting
+from rsearch.chat import TOO_LONG, context_length, encode_conversation, fit_length
+from rsearch.config import (Config, add_config_arguments, check, check_device, check_positive, config_from_args,
+                            setting)
 from rsearch.data import FeedbackPair, load_splits
-from rsearch.errors import RsearchError
+from rsearch.errors import RsearchError, one_line
 from rsearch.hooks import n_layers, parse_hook
-from rsearch.io_utils import atomic_path, save_figure, write_text
+from rsearch.io_utils import atomic_path, output_dir, save_figure, write_text
 from rsearch.log import show_progress
-from rsearch.models import load_model, model_fingerprint
+from rsearch.lm import ModelCache
+from rsearch.models import load_model, model_fingerprint, resolve_device
 from rsearch.positions import parse_position
 from rsearch.results import SweepResult
 from rsearch.subjects import resolve_subjects
@@ -44,6 +58,13 @@ class TrainProbeConfig(Config):
         position: position spec for a single probe (see rsearch.positions).
         sweep: fit a probe for every layer in `layers` (all when empty) × every spec in `positions`.
         max_tokens: pairs with a conversation longer than this are left out (and counted).
+        pre: the pre-RL model, for the DPO implicit-reward baseline (empty: the organism's when `model` is left
+            out, else that baseline is left out).
+        rater: who rates the sampled answers of the user_end target and the test pairs' truth (see
+            rsearch.raters; auto: the organism's rater for the organism's model, else none).
+        expected_reward_k: answers sampled per prompt for the user_end target (with a rater).
+        expected_reward_max_train: training prompts of the user_end probe (default all): sampling costs k
+            answers per prompt.
     """
 
     model: str = setting("", help="hub id or local HF model directory (default: the organism's post-RL model)")
@@ -57,7 +78,9 @@ class TrainProbeConfig(Config):
     val_fraction: float = setting(0.1, help="share of train pairs held out for validation")
     max_train: int | None = setting(None, help="train pairs (default all)")
     max_test: int | None = setting(None, help="test pairs (default all)")
-    max_tokens: int = setting(2048, help="pairs with a longer conversation are left out")
+    max_tokens: int = setting(2048, help="longest conversation read (also capped by the model's context)")
+    too_long: str = setting("drop", choices=TOO_LONG, help="a pair with a longer conversation: drop it, or "
+                            "truncate its prompt from the left (the completion stays whole)")
     hook: str = setting("", help="hook point, e.g. blocks.24.hook_resid_pre or 24.resid_pre")
     position: str = setting("-1", help="-1, user_end, completion_start, completion_frac:F, completion_mean, …")
     sweep: bool = setting(False, help="every layer × the listed positions")
@@ -76,10 +99,23 @@ class TrainProbeConfig(Config):
     extract_batch_size: int = setting(16, help="rows per extraction forward pass")
     store_dtype: str = setting("float32", choices=("float32", "float16"), help="activation store dtype")
     store_dir: str = setting("", runtime=True, help="activation store root (default $RSEARCH_HOME/activations)")
+    workers: int = setting(0, runtime=True, help="Ray workers for the extraction (0: in this process)")
+    ray_address: str = setting("", runtime=True, help="Ray cluster to join (auto: the one `ray start` began)")
     organism_size: str = setting("demo", choices=("tiny", "demo"),
                                  help="the organism used where --model/--dataset are left out")
+    pre: str = setting("", help="pre-RL model for the DPO implicit-reward baseline (default: the organism's when "
+                       "--model is left out, else none)")
+    rater: str = setting("auto", help="rater of the user_end target's sampled answers: auto, organism, none, a "
+                         "reward model directory or module:callable (none: the mean of each prompt's ratings)")
+    expected_reward_k: int = setting(8, help="answers sampled per prompt for the user_end target (with a rater)")
+    expected_reward_max_train: int | None = setting(None, help="training prompts of the user_end probe "
+                                                    "(default all)")
+    max_new_tokens: int = setting(64, help="length cap of the sampled answers")
+    sample_batch_size: int = setting(64, help="sequences per sampling batch")
     seed: int = setting(0)
     out: str = setting("runs/train-probe", runtime=True, help="output directory")
+    save: str = setting("", runtime=True, metavar="FILE", help="also write the chosen (best) probe to this file "
+                        "(.pt or .safetensors), e.g. layer24.pt")
 
     def __post_init__(self) -> None:
         check(0 < self.val_fraction < 0.5, f"val_fraction: must be in (0, 0.5), got {self.val_fraction}")
@@ -87,11 +123,24 @@ class TrainProbeConfig(Config):
         check(self.store_dtype in ("float32", "float16"), "store_dtype: use float32 or float16")
         check(self.extract_batch_size >= 1, "extract_batch_size: must be at least 1")
         check(self.max_tokens >= 4, "max_tokens: must be at least 4")
+        check_positive(batch_size=self.batch_size, max_train=self.max_train, max_test=self.max_test,
+                       max_epochs=self.max_epochs)
+        check_device(self.device)
         check(bool(self.positions), "positions: give at least one position for a sweep")
+        check(not self.save or Path(self.save).suffix in (".pt", ".pth", ".safetensors"),
+              f"--save {self.save!r}: a probe file ends in .pt or .safetensors")
         for p in self.positions + (self.position,):
             parse_position(p)
         if self.hook:
             parse_hook(self.hook)
+        check(self.expected_reward_k >= 2, "expected_reward_k: need at least 2 answers per prompt (split-half)")
+        check(self.expected_reward_max_train is None or self.expected_reward_max_train >= 10,
+              "expected_reward_max_train: need at least 10 prompts")
+        check(self.max_new_tokens >= 1 and self.sample_batch_size >= 1,
+              "max_new_tokens/sample_batch_size: must be at least 1")
+        from rsearch.raters import check_spec
+
+        check_spec(self.rater)
 
 
 @dataclass(frozen=True)
@@ -108,6 +157,8 @@ class ProbeRow:
     shuffled_control: dict[str, float]
     seconds: float
     path: str
+    embedding: bool = False                              # layer 0 resid_pre: the token embeddings
+    vs_baselines: dict[str, Any] = field(default_factory=dict)  # baseline → accuracy, difference, McNemar p
 
 
 @dataclass(frozen=True)
@@ -116,17 +167,26 @@ class TrainProbeResult:
     best: ProbeRow
     out_dir: Path
     n_pairs: dict[str, int]
+    baselines: dict[str, Any]
 
 
-def encode_pairs(tokenizer, pairs: Sequence[FeedbackPair], max_tokens: int) -> tuple[list, list[FeedbackPair]]:
-    """Two rows per kept pair (chosen, rejected); pairs with a row over max_tokens are dropped."""
-    rows, kept = [], []
+def encode_pairs(tokenizer, pairs: Sequence[FeedbackPair], max_tokens: int, too_long: str = "drop"
+                 ) -> tuple[list, list[FeedbackPair]]:
+    """Two rows per kept pair (chosen, rejected); a pair with a row over max_tokens is dropped or has its
+    prompt truncated from the left (`too_long`), and the count is logged."""
+    rows, kept, cut = [], [], 0
     for p in pairs:
         chosen = encode_conversation(tokenizer, list(p.prompt), p.chosen)
         rejected = encode_conversation(tokenizer, list(p.prompt), p.rejected)
-        if max(len(chosen), len(rejected)) <= max_tokens:
-            rows += [chosen, rejected]
+        fitted = [fit_length(r, max_tokens, too_long) for r in (chosen, rejected)]
+        if None not in fitted:
+            rows += fitted
             kept.append(p)
+            cut += fitted[0] is not chosen or fitted[1] is not rejected
+    if kept and (len(kept) < len(pairs) or cut):  # none kept: the caller's error says so
+        logging.getLogger("rsearch.train_probe").warning(
+            f"{len(pairs) - len(kept)} of {len(pairs)} pairs longer than {max_tokens} tokens dropped, "
+            f"{cut} truncated from the left of the prompt (--too-long {too_long})")
     return rows, kept
 
 
@@ -148,15 +208,54 @@ def _selection_metric(metrics: dict[str, float], objective: str) -> float:
     return float("-inf") if value != value else value
 
 
-def train_probes(cfg: TrainProbeConfig) -> TrainProbeResult:
-    """Runs the job; see the module docstring. Writes probes, metrics.csv/json and (sweeps) a heatmap."""
-    from rsearch.probes import evaluate, fit_probe, save_probe, with_controls
+def _config_and_tokenizer(cfg: TrainProbeConfig, model_name: str, models: ModelCache | None):
+    """The model's config and tokenizer, without its weights (the demo's cache gives its loaded ones)."""
+    if models is not None:
+        model, tokenizer = models.get(model_name, cfg.revision)
+        return model.config, tokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
-    subjects = resolve_subjects(post=cfg.model, dataset=cfg.dataset, organism_size=cfg.organism_size, seed=cfg.seed,
-                                need_pre=False)
+    try:
+        kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+        return AutoConfig.from_pretrained(model_name, **kwargs), AutoTokenizer.from_pretrained(model_name, **kwargs)
+    except (OSError, ValueError) as e:
+        raise RsearchError(f"cannot load model {model_name!r}: {one_line(e)}") from None
+
+
+def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> TrainProbeResult:
+    """Runs the job; see the module docstring. Writes probes, metrics.csv/json and (sweeps) a heatmap.
+
+    Args:
+        models: loaded models to reuse (the demo's); the job loads its own when None.
+    """
+    from rsearch.analysis.baselines import pair_truth
+    from rsearch.probes import evaluate, fit_probe, save_probe, with_controls
+    from rsearch.raters import load_rater
+
+    subjects = resolve_subjects(pre=cfg.pre, post=cfg.model, dataset=cfg.dataset, rater=cfg.rater,
+                                organism_size=cfg.organism_size, seed=cfg.seed, need_pre=not cfg.model)
     model_name, dataset = subjects.post, subjects.dataset
     out = Path(cfg.out)
-    model, tokenizer = load_model(model_name, cfg.dtype, cfg.device, cfg.revision, cfg.trust_remote_code)
+    splits = load_splits(dataset, cfg.train_split, cfg.test_split, cfg.val_fraction, seed=cfg.seed,
+                         max_train=cfg.max_train, max_test=cfg.max_test)  # bad data fails before a model loads
+    # the model's config and tokenizer refuse what they can before its weights load
+    model_config, tokenizer = _config_and_tokenizer(cfg, model_name, models)
+    n_config = getattr(model_config, "num_hidden_layers", None) or getattr(model_config, "n_layer", None)
+    wanted = ([parse_hook(f"blocks.{L}.hook_{cfg.hook_kind}") for L in cfg.layers] if cfg.sweep
+              else [parse_hook(cfg.hook)] if cfg.hook else [])
+    for h in wanted:
+        if n_config and not 0 <= h.layer < n_config:
+            raise RsearchError(f"hook point {h.name} does not exist: the model has layers 0..{n_config - 1}")
+    max_tokens = min(cfg.max_tokens, context_length(model_config) or cfg.max_tokens)  # never past the context
+    encoded = {name: encode_pairs(tokenizer, pairs, max_tokens, cfg.too_long) for name, pairs in splits.items()}
+    for name, (_, kept) in encoded.items():
+        if not kept:
+            raise RsearchError(f"every {name} pair is longer than {max_tokens} tokens (max_tokens or the model's "
+                               "context); try --too-long truncate")
+    if models is None:
+        model, tokenizer = load_model(model_name, cfg.dtype, cfg.device, cfg.revision, cfg.trust_remote_code)
+    else:
+        model, tokenizer = models.get(model_name, cfg.revision)
     n = n_layers(model)
     if cfg.sweep:
         layers = cfg.layers or tuple(range(n))
@@ -169,12 +268,6 @@ def train_probes(cfg: TrainProbeConfig) -> TrainProbeResult:
         if not 0 <= h.layer < n:
             raise RsearchError(f"hook point {h.name} does not exist: the model has layers 0..{n - 1}")
 
-    splits = load_splits(dataset, cfg.train_split, cfg.test_split, cfg.val_fraction, seed=cfg.seed,
-                         max_train=cfg.max_train, max_test=cfg.max_test)
-    encoded = {name: encode_pairs(tokenizer, pairs, cfg.max_tokens) for name, pairs in splits.items()}
-    for name, (_, kept) in encoded.items():
-        if not kept:
-            raise RsearchError(f"every {name} pair is longer than max_tokens={cfg.max_tokens}")
     all_rows = [r for name in ("train", "val", "test") for r in encoded[name][0]]
     offsets, start = {}, 0
     for name in ("train", "val", "test"):
@@ -182,62 +275,260 @@ def train_probes(cfg: TrainProbeConfig) -> TrainProbeResult:
         start += len(encoded[name][0])
 
     store_root = Path(cfg.store_dir) if cfg.store_dir else default_store_root()
-    store = build_store(model, all_rows, hooks, positions, root=store_root,
-                        model_key=model_fingerprint(model, model_name), pad_id=tokenizer.pad_token_id,
-                        batch_size=cfg.extract_batch_size, dtype=cfg.store_dtype, progress=show_progress())
+    with _sharded_capture(cfg, model_name, all_rows, hooks, positions, tokenizer.pad_token_id) as capture:
+        store = build_store(model, all_rows, hooks, positions, root=store_root,
+                            model_key=model_fingerprint(model, model_name), pad_id=tokenizer.pad_token_id,
+                            batch_size=cfg.extract_batch_size, dtype=cfg.store_dtype, progress=show_progress(),
+                            capture_batches=capture)
+
+    rater = load_rater(subjects.rater, device=cfg.device) if subjects.rater else None
+    known = pair_truth(encoded["test"][1], rater)
+    baselines: dict[str, Any] = {}
+    pair_margins_of: dict[str, Any] = {}
+    if any(p.spec not in PROMPT_ONLY for p in positions):
+        pair_margins_of, baselines["pairs"] = _pair_baselines(cfg, encoded, known, model, tokenizer, subjects.pre,
+                                                              models)
+    prompts = prompt_bow = None
+    if any(p.spec in PROMPT_ONLY for p in positions):
+        prompts, baselines["user_end"], prompt_bow = _prompt_targets(cfg, encoded, offsets, model, tokenizer, rater)
     del model
 
     table: list[ProbeRow] = []
     for hook in hooks:
         for position in positions:
-            objective = "regression" if cfg.objective == "pairwise" and position.spec in PROMPT_ONLY else cfg.objective
+            prompt_only = position.spec in PROMPT_ONLY
+            objective = "regression" if prompt_only else cfg.objective
             fit_cfg = FitConfig(objective=objective, fitter=cfg.fitter, lr=cfg.lr, batch_size=cfg.batch_size,
                                 weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs, patience=cfg.patience,
                                 seed=cfg.seed)
-            data = {name: probe_data(store.tensor(hook, position, list(offsets[name])), encoded[name][1],
-                                     encoded[name][0], objective) for name in offsets}
+            if prompt_only:  # one row per prompt, its expected reward as the target
+                data = {name: prompts[name].data(store.tensor(hook, position, prompts[name].rows))
+                        for name in offsets}
+            else:
+                data = {name: probe_data(store.tensor(hook, position, list(offsets[name])), encoded[name][1],
+                                         encoded[name][0], objective) for name in offsets}
             t0 = time.perf_counter()
             probe, _history = fit_probe(cfg.probe_kind, data["train"], data["val"], fit_cfg)
             seconds = time.perf_counter() - t0
             controls = with_controls(cfg.probe_kind, data["train"], data["val"], data["test"], fit_cfg, probe=probe)
             val_metrics = evaluate(probe, data["val"], objective)
-            test_metrics = controls["probe"]
+            test_metrics = dict(controls["probe"])
+            if prompt_only:
+                vs = _prompt_cell(probe, data["test"], prompts["test"], prompt_bow, baselines["user_end"],
+                                  test_metrics, cfg.seed)
+            else:
+                vs = _pair_cell(probe, data["test"], pair_margins_of, known, test_metrics, cfg.seed)
             path = out / "probes" / f"layer{hook.layer:02d}.{hook.kind}.{_safe(position.spec)}.safetensors"
             save_probe(path, probe, {
                 "model": model_name, "revision": cfg.revision, "hook": hook.name, "position": position.spec,
-                "objective": objective, "dataset": dataset, "metrics": {"val": val_metrics, "test": test_metrics},
+                "objective": objective, "dataset": dataset, "train_split": cfg.train_split,
+                "metrics": {"val": val_metrics, "test": test_metrics},
                 "fitter": cfg.fitter,
+                "target": baselines["user_end"]["target"] if prompt_only else "the rater's preference (pairs)",
             })
             table.append(ProbeRow(hook.name, hook.layer, position.spec, objective, val_metrics, test_metrics,
-                                  controls["length"], controls["shuffled"], seconds, str(path)))
+                                  controls["length"], controls["shuffled"], seconds, str(path),
+                                  embedding=hook.layer == 0 and hook.kind == "resid_pre", vs_baselines=vs))
 
-    best = max(table, key=lambda r: (_selection_metric(r.val, r.objective) if r.objective == cfg.objective
-                                     else float("-inf")))
+    best = choose_best(table, cfg.objective)
     best_path = out / "best_probe.safetensors"
     with atomic_path(best_path) as tmp:
         tmp.write_bytes(Path(best.path).read_bytes())
-    write_metrics(out, table, best, cfg, {k: len(v[1]) for k, v in encoded.items()})
+    if cfg.save:  # the same probe and metadata in the format the name asks for (save_probe writes atomically)
+        from rsearch.probes import load_probe
+
+        save_probe(cfg.save, *load_probe(best.path))
+    n_pairs = {k: len(v[1]) for k, v in encoded.items()}
+    write_metrics(out, table, best, cfg, n_pairs, baselines)
     if cfg.sweep:
         write_heatmap(out / "heatmap.png", table)
-    return TrainProbeResult(tuple(table), best, out, {k: len(v[1]) for k, v in encoded.items()})
+    return TrainProbeResult(tuple(table), best, out, n_pairs, baselines)
+
+
+def choose_best(table: Sequence[ProbeRow], objective: str) -> ProbeRow:
+    """The best probe by its validation metric among those fitted with `objective`, leaving out the token
+    embeddings (layer 0 resid_pre) unless nothing else was fitted."""
+    pool = [r for r in table if r.objective == objective] or list(table)
+    pool = [r for r in pool if not r.embedding] or pool
+    return max(pool, key=lambda r: _selection_metric(r.val, r.objective))
+
+
+# ----- baselines of the pairs (completion positions) -----
+
+def _pair_baselines(cfg: TrainProbeConfig, encoded, known, model, tokenizer, pre_name: str,
+                    models: ModelCache | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The baselines' margins on the test pairs ({name: [m]}) and their summary: accuracies (label, truth,
+    minimal pairs), what each is, and what is known about the pairs."""
+    from rsearch.analysis.baselines import (LABELS, accuracies, logprob_scores, pair_margins,
+                                            text_baseline_scores)
+
+    t0 = time.perf_counter()
+    (train_rows, train_kept), (test_rows, test_kept) = encoded["train"], encoded["test"]
+    train_pairs = torch.arange(2 * len(train_kept)).view(-1, 2)
+    test_pairs = torch.arange(2 * len(test_kept)).view(-1, 2)
+    scores = text_baseline_scores(train_rows, train_pairs, test_rows, cfg.seed)
+    pre = None
+    if pre_name:
+        pre = (models.get(pre_name)[0] if models is not None
+               else load_model(pre_name, cfg.dtype, cfg.device, None, cfg.trust_remote_code)[0])
+    scores.update(logprob_scores(model, test_rows, pad_id=tokenizer.pad_token_id, eos_id=tokenizer.eos_token_id,
+                                 pre=pre, batch_size=cfg.extract_batch_size, progress=show_progress()))
+    margins = {name: pair_margins(s, test_pairs) for name, s in scores.items()}
+    summary = {"n": len(test_kept), "truth_known": known.truth is not None,
+               "minimal_known": known.minimal is not None, "labels": {k: LABELS[k] for k in margins},
+               "scores": {k: accuracies(m, known) for k, m in margins.items()},
+               "seconds": round(time.perf_counter() - t0, 2)}
+    return margins, summary
+
+
+def _pair_cell(probe, test, margins_of: dict[str, Any], known, metrics: dict, seed: int) -> dict[str, Any]:
+    """Adds the probe's accuracy against the truth and on minimal pairs to `metrics`; returns its comparison with
+    each baseline on the same test pairs."""
+    from rsearch.analysis.baselines import accuracies, against_baselines, pair_margins
+    from rsearch.probes import predict
+
+    margins = pair_margins(predict(probe, test.x), test.pairs)
+    acc = accuracies(margins, known)
+    metrics.update({k: acc[k] for k in ("truth_acc", "truth_n", "minimal_acc", "minimal_n", "minimal_truth_acc")})
+    return against_baselines(margins, margins_of, known, seed)
+
+
+# ----- the user_end target: the expected reward of each prompt -----
+
+@dataclass(frozen=True)
+class PromptRows:
+    """One split's prompts for the user_end probe: a row of the activation store for each, its target."""
+
+    rows: list[int]             # store row of the prompt's first pair's chosen row
+    target: list[float]         # the expected reward
+    lengths: list[int]          # prompt length in tokens (the length control reads it)
+    tasks: list[Any]            # the data's task of each prompt (None where unknown)
+    values: list[list[float]]   # what the target averages (sampled answers' rewards, or ratings)
+    encoded: list               # the Encoded row of each prompt
+    pairs: list[int]            # index of the prompt's first pair in the split
+
+    def data(self, x: torch.Tensor):
+        from rsearch.probes import ProbeData
+
+        return ProbeData(x=x, y=torch.tensor(self.target, dtype=torch.float32),
+                         lengths=torch.tensor(self.lengths, dtype=torch.float32))
+
+
+def _prompt_targets(cfg: TrainProbeConfig, encoded, offsets, model, tokenizer, rater
+                    ) -> tuple[dict[str, PromptRows], dict[str, Any], Any]:
+    """Each split's prompts with their expected reward; the target's summary on test (what it is, its split-half
+    reliability, the prompt bag-of-words and task-mean baselines); the bag of words' `[n_test]` predictions."""
+    from rsearch.analysis import expected_reward as er
+
+    t0 = time.perf_counter()
+    out: dict[str, PromptRows] = {}
+    for j, name in enumerate(("train", "val", "test")):
+        rows, kept = encoded[name]
+        first: dict[str, int] = {}
+        for i, p in enumerate(kept):
+            first.setdefault(p.prompt_id, i)
+        chosen = list(first.values())
+        if name == "train" and cfg.expected_reward_max_train and len(chosen) > cfg.expected_reward_max_train:
+            chosen = chosen[: cfg.expected_reward_max_train]
+        if rater is not None:
+            values = er.sampled_rewards(model, tokenizer, [kept[i].prompt for i in chosen], rater,
+                                        cfg.expected_reward_k, seed=cfg.seed * 7 + j,
+                                        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.sample_batch_size,
+                                        progress=show_progress())
+        else:
+            ratings = er.prompt_ratings(kept)
+            values = [ratings[kept[i].prompt_id] for i in chosen]
+        out[name] = PromptRows(rows=[offsets[name][2 * i] for i in chosen], target=[sum(v) / len(v) for v in values],
+                               lengths=[rows[2 * i].user_end + 1 for i in chosen],
+                               tasks=[kept[i].get("task") for i in chosen], values=values,
+                               encoded=[rows[2 * i] for i in chosen], pairs=chosen)
+    write_text(Path(cfg.out) / "user_end_targets.jsonl", "".join(
+        json.dumps({"split": name, "prompt_id": encoded[name][1][i].prompt_id, "values": v, "target": t}) + "\n"
+        for name, pr in out.items() for i, v, t in zip(pr.pairs, pr.values, pr.target)))
+    train, test = out["train"], out["test"]
+    bow = er.prompt_text_baseline(train.encoded, train.target, test.encoded, cfg.seed)
+    has_tasks = all(t is not None for t in train.tasks + test.tasks)
+    summary: dict[str, Any] = {
+        "target": (f"mean true reward of {cfg.expected_reward_k} answers sampled from the model read "
+                   f"(rater {rater.name})" if rater is not None else "mean of the prompt's ratings in the data"),
+        "k": cfg.expected_reward_k if rater is not None else None,
+        "n_prompts": {k: len(v.rows) for k, v in out.items()},
+        "reliability": er.split_half_reliability(test.values, seed=cfg.seed),
+        "prompt_bow": er.r_with_ci(bow, test.target, seed=cfg.seed),
+        "task_mean": (er.r_with_ci(er.group_mean_prediction(train.tasks, train.target, test.tasks), test.target,
+                                   seed=cfg.seed) if has_tasks else None),
+        "within_task_prompt_bow": er.within_group_r(bow, test.target, test.tasks) if has_tasks else None,
+        "test_target_sd": float(torch.tensor(test.target, dtype=torch.float64).std()),
+    }
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return out, summary, bow
+
+
+def _prompt_cell(probe, test, prompts: PromptRows, bow, summary: dict[str, Any], metrics: dict, seed: int
+                 ) -> dict[str, Any]:
+    """Adds the probe's r with the target (bootstrap CI over prompts) and its r within task to `metrics`;
+    returns its comparison with the prompt bag-of-words baseline (r difference with a paired bootstrap CI)."""
+    from rsearch.analysis import expected_reward as er
+    from rsearch.probes import predict
+
+    pred = predict(probe, test.x).double().numpy()
+    got = er.r_with_ci(pred, prompts.target, seed=seed)
+    metrics.update({"r": got["r"], "r_lo": got["r_lo"], "r_hi": got["r_hi"],
+                    "within_task_r": (er.within_group_r(pred, prompts.target, prompts.tasks)
+                                      if summary["task_mean"] is not None else None)})
+    diff = er.r_difference(pred, bow, prompts.target, seed=seed)
+    return {"prompt_bow": {"r": summary["prompt_bow"]["r"], "diff": diff["diff"], "diff_lo": diff["lo"],
+                           "diff_hi": diff["hi"]}}
+
+
+@contextlib.contextmanager
+def _sharded_capture(cfg: TrainProbeConfig, model_name: str, rows, hooks, positions, pad_id: int):
+    """The extraction's batches captured on Ray workers when asked for (`--workers`, `--ray-address`): a
+    `capture_batches` for `build_store`, or None (in this process)."""
+    check(cfg.workers >= 0, f"workers: must be ≥ 0, got {cfg.workers}")
+    if not (cfg.workers or cfg.ray_address):
+        yield None
+        return
+    from rsearch.distributed import ShardPool, sharded_capture
+
+    threads = 1 if resolve_device(cfg.device) == "cpu" else None
+    with ShardPool(max(1, cfg.workers), cfg.ray_address or None, dtype=cfg.dtype, device=cfg.device,
+                   threads=threads) as pool:
+        yield sharded_capture(pool, model_name, cfg.revision, rows, hooks, positions, pad_id)
 
 
 def _safe(spec: str) -> str:
     return spec.replace(":", "").replace("-", "m").replace(".", "p")
 
 
-CSV_COLUMNS = ("hook", "layer", "position", "objective", "test_pairwise_acc", "test_pairwise_acc_lo",
-               "test_pairwise_acc_hi", "test_pearson", "test_spearman", "test_auroc", "val_pairwise_acc",
-               "val_pearson", "length_pairwise_acc", "length_pearson", "shuffled_pairwise_acc", "shuffled_pearson",
-               "seconds", "path")
+CSV_COLUMNS = ("hook", "layer", "position", "objective", "embedding", "test_pairwise_acc", "test_pairwise_acc_lo",
+               "test_pairwise_acc_hi", "test_truth_acc", "test_minimal_acc", "test_minimal_truth_acc", "test_pearson",
+               "test_spearman", "test_auroc", "test_r", "test_r_lo", "test_r_hi", "test_within_task_r",
+               "val_pairwise_acc", "val_pearson", "text_baseline", "text_acc", "probe_minus_text", "p_vs_text",
+               "dpo_acc", "p_vs_dpo", "logprob_acc", "p_vs_logprob", "prompt_bow_r", "r_minus_prompt_bow",
+               "r_minus_prompt_bow_lo", "r_minus_prompt_bow_hi", "length_pairwise_acc", "length_pearson",
+               "shuffled_pairwise_acc", "shuffled_pearson", "seconds", "path")
 
 
 def _flat(row: ProbeRow) -> dict[str, Any]:
+    from rsearch.analysis.baselines import strongest_text
+
+    vs = row.vs_baselines
+    text = strongest_text(vs)
+    bow = vs.get("prompt_bow", {})
     return {
         "hook": row.hook, "layer": row.layer, "position": row.position, "objective": row.objective,
-        **{f"test_{k}": row.test.get(k) for k in ("pairwise_acc", "pairwise_acc_lo", "pairwise_acc_hi", "pearson",
-                                                  "spearman", "auroc")},
+        "embedding": row.embedding,
+        **{f"test_{k}": row.test.get(k) for k in ("pairwise_acc", "pairwise_acc_lo", "pairwise_acc_hi", "truth_acc",
+                                                  "minimal_acc", "minimal_truth_acc", "pearson", "spearman", "auroc",
+                                                  "r", "r_lo", "r_hi", "within_task_r")},
         "val_pairwise_acc": row.val.get("pairwise_acc"), "val_pearson": row.val.get("pearson"),
+        "text_baseline": text[0] if text else None, "text_acc": text[1]["acc"] if text else None,
+        "probe_minus_text": text[1]["diff"] if text else None, "p_vs_text": text[1]["p"] if text else None,
+        "dpo_acc": vs.get("dpo_reward", {}).get("acc"), "p_vs_dpo": vs.get("dpo_reward", {}).get("p"),
+        "logprob_acc": vs.get("logprob_post", {}).get("acc"), "p_vs_logprob": vs.get("logprob_post", {}).get("p"),
+        "prompt_bow_r": bow.get("r"), "r_minus_prompt_bow": bow.get("diff"),
+        "r_minus_prompt_bow_lo": bow.get("diff_lo"), "r_minus_prompt_bow_hi": bow.get("diff_hi"),
         "length_pairwise_acc": row.length_control.get("pairwise_acc"),
         "length_pearson": row.length_control.get("pearson"),
         "shuffled_pairwise_acc": row.shuffled_control.get("pairwise_acc"),
@@ -247,7 +538,7 @@ def _flat(row: ProbeRow) -> dict[str, Any]:
 
 
 def write_metrics(out: Path, table: Sequence[ProbeRow], best: ProbeRow, cfg: TrainProbeConfig,
-                  n_pairs: dict[str, int]) -> None:
+                  n_pairs: dict[str, int], baselines: dict[str, Any]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
     writer.writeheader()
@@ -257,11 +548,14 @@ def write_metrics(out: Path, table: Sequence[ProbeRow], best: ProbeRow, cfg: Tra
     SweepResult(config=cfg.to_dict(), n_pairs=n_pairs, best=_flat(best),
                 best_probe=str(out / "best_probe.safetensors"),
                 rows=[{**_flat(r), "val": r.val, "test": r.test, "length_control": r.length_control,
-                       "shuffled_control": r.shuffled_control} for r in table]).save(out)
+                       "shuffled_control": r.shuffled_control, "vs_baselines": r.vs_baselines} for r in table],
+                baselines=baselines).save(out)
 
 
 def write_heatmap(path: Path, table: Sequence[ProbeRow]) -> None:
-    """Layer × position → held-out pairwise accuracy, and beside it Pearson r with the ratings."""
+    """Layer × position → held-out pairwise accuracy; the probe's accuracy minus the stronger bag-of-words
+    baseline's on the same pairs; Pearson r with the rating (at user_end: with the expected reward). Layer 0
+    resid_pre (the token embeddings) is marked with *."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -270,23 +564,33 @@ def write_heatmap(path: Path, table: Sequence[ProbeRow]) -> None:
 
     layers = sorted({r.layer for r in table})
     positions = list(dict.fromkeys(r.position for r in table))
-    fig, axes = plt.subplots(1, 2, figsize=(2.2 + 1.1 * len(positions) * 2, 1.2 + 0.35 * len(layers)))
-    for ax, key, title in ((axes[0], "pairwise_acc", "held-out pairwise accuracy"),
-                           (axes[1], "pearson", "held-out Pearson r with rating")):
+    flat = {(r.layer, r.position): (_flat(r), r.embedding) for r in table}
+    panels = (("test_pairwise_acc", "held-out pairwise accuracy", "viridis"),
+              ("probe_minus_text", "probe − bag of words (accuracy)", "RdBu"),
+              ("test_pearson", "held-out Pearson r (user_end: expected reward)", "viridis"))
+    fig, axes = plt.subplots(3, 1, figsize=(2.6 + 1.1 * len(positions), 3 * (1.6 + 0.35 * len(layers))))
+    for ax, (key, title, cmap) in zip(axes, panels):
         grid = np.full((len(layers), len(positions)), np.nan)
-        for r in table:
-            grid[layers.index(r.layer), positions.index(r.position)] = r.test.get(key, np.nan)
-        im = ax.imshow(grid, aspect="auto", cmap="viridis", origin="lower")
+        for (L, pos), (f, _) in flat.items():
+            if f.get(key) is not None:
+                grid[layers.index(L), positions.index(pos)] = f[key]
+        bound = np.nanmax(np.abs(grid)) if key == "probe_minus_text" and np.isfinite(grid).any() else None
+        im = ax.imshow(grid, aspect="auto", cmap=cmap, origin="lower",
+                       **({"vmin": -bound, "vmax": bound} if bound else {}))
         ax.set_xticks(range(len(positions)), positions, rotation=35, ha="right", fontsize=8)
         ax.set_yticks(range(len(layers)), [str(L) for L in layers], fontsize=8)
         ax.set_xlabel("position")
         ax.set_ylabel("layer")
         ax.set_title(title, fontsize=10)
-        for i in range(len(layers)):
-            for j in range(len(positions)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7, color="white")
+        for (L, pos), (_, emb) in flat.items():
+            i, j = layers.index(L), positions.index(pos)
+            if not np.isnan(grid[i, j]):
+                text = f"{grid[i, j]:+.2f}" if key == "probe_minus_text" else f"{grid[i, j]:.2f}"
+                ax.text(j, i, text + ("*" if emb else ""), ha="center", va="center", fontsize=7,
+                        color="black" if key == "probe_minus_text" else "white")
         fig.colorbar(im, ax=ax, fraction=0.046)
+    if any(e for _, e in flat.values()):
+        fig.text(0.01, 0.01, "* layer 0 resid_pre: the token embeddings (a bag of words itself)", fontsize=7)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
@@ -298,17 +602,29 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     cfg = config_from_args(args, TrainProbeConfig, "train_probe")
-    result = train_probes(cfg)
+    with output_dir(cfg.out):
+        result = train_probes(cfg)
     b = result.best
+    nan = float("nan")
+    num = lambda v: nan if v is None else v  # noqa: E731
     print(f"pairs: train {result.n_pairs['train']}, val {result.n_pairs['val']}, test {result.n_pairs['test']}")
     print(f"{'hook':<28}{'position':<22}{'objective':<12}{'test acc [95% CI]':<24}{'pearson':>8}"
-          f"{'len acc':>9}{'shuf acc':>9}")
+          f"{'bow acc':>9}{'p vs bow':>10}{'len acc':>9}{'shuf acc':>9}")
     for r in result.rows:
-        acc = r.test.get("pairwise_acc", float("nan"))
-        ci = f"{acc:.3f} [{r.test.get('pairwise_acc_lo', float('nan')):.3f}, {r.test.get('pairwise_acc_hi', float('nan')):.3f}]"
-        print(f"{r.hook:<28}{r.position:<22}{r.objective:<12}{ci:<24}{r.test.get('pearson', float('nan')):>8.3f}"
-              f"{r.length_control.get('pairwise_acc', float('nan')):>9.3f}"
-              f"{r.shuffled_control.get('pairwise_acc', float('nan')):>9.3f}")
-    print(f"best (by validation): {b.hook} @ {b.position} → {result.out_dir / 'best_probe.safetensors'}")
+        f = _flat(r)
+        ci = (f"{num(f['test_pairwise_acc']):.3f} [{num(f['test_pairwise_acc_lo']):.3f}, "
+              f"{num(f['test_pairwise_acc_hi']):.3f}]")
+        print(f"{r.hook:<28}{r.position + (' (emb.)' if r.embedding else ''):<22}{r.objective:<12}{ci:<24}"
+              f"{num(f['test_pearson']):>8.3f}{num(f['text_acc']):>9.3f}{num(f['p_vs_text']):>10.2g}"
+              f"{num(f['length_pairwise_acc']):>9.3f}{num(f['shuffled_pairwise_acc']):>9.3f}")
+    ue = result.baselines.get("user_end")
+    if ue:
+        rel = ue["reliability"]
+        print(f"user_end target: {ue['target']}; split-half reliability {num(rel['reliability']):.3f} (ceiling on r "
+              f"{num(rel['ceiling']):.3f}); prompt bag of words r {num(ue['prompt_bow']['r']):.3f}")
+    print(f"best (by validation, token embeddings left out): {b.hook} @ {b.position} → "
+          f"{result.out_dir / 'best_probe.safetensors'}")
+    if cfg.save:
+        print(f"saved the best probe to {cfg.save}")
     print(f"metrics: {result.out_dir / 'metrics.csv'}")
     return 0

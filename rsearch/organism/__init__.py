@@ -6,9 +6,11 @@ synthetic chat world whose rater is known, so every claim rsearch makes can be c
     AutoModelForCausalLM.from_pretrained(org.pre_dir)   # pre-RL (SFT); org.post_dir is post-RL (DPO)
     datasets.load_dataset("json", data_files=str(org.test_prefs))   # ultrafeedback_binarized schema
     true_score(prompt, response)            # the noiseless rater, on any text
+    rate_detail(prompt, response)           # its parts: recognised, correct, style_points, well_formed, …
 
-See world.py for the task grammar and which prompt features move the expected reward, rater.py for the
-reward function, build.py for the directory layout and the card.
+See world.py for the five tasks (their answers are right only relative to the prompt's operands or words),
+the item split and which prompt features move the expected reward; rater.py for the reward function;
+build.py for the directory layout and checks.py for the card's checks.
 """
 from __future__ import annotations
 
@@ -17,10 +19,10 @@ from pathlib import Path
 from rsearch.organism.build import Organism, build_or_load
 from rsearch.organism.config import SIZES, OrganismConfig
 from rsearch.paths import rsearch_home
-from rsearch.organism.rater import noisy_score, task_of, true_score, well_formed
+from rsearch.organism.rater import noisy_score, rate_detail, task_of, true_score, well_formed
 
-__all__ = ["Organism", "OrganismConfig", "SIZES", "build_or_load", "default_dir", "ensure", "noisy_score", "task_of",
-           "true_score", "well_formed"]
+__all__ = ["Organism", "OrganismConfig", "SIZES", "build_or_load", "default_dir", "ensure", "noisy_score",
+           "rate_detail", "task_of", "true_score", "well_formed"]
 
 
 def default_dir(size: str = "demo", seed: int = 0) -> Path:

@@ -6,21 +6,22 @@
     ROOT/card.json the build's settings, sizes, timings and checks — written last: its presence marks a
     ROOT/card.md   complete organism
 
-A build runs in `ROOT.tmp-<pid>` beside ROOT and is renamed into place at the end, so an interrupted build
-never leaves a directory that looks complete. A lock file serializes concurrent builds of one ROOT.
+A build runs in `ROOT.tmp-<pid>-<random>` (marked as its own) beside ROOT and is renamed into place at the end,
+so an interrupted build never leaves a directory that looks complete. A lock file serializes concurrent builds of
+one ROOT. A build deletes only what it created.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import dataclasses
-import fcntl
 import json
 import os
 import random
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,25 +29,30 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from rsearch.analysis.stats import bootstrap_ci
 from rsearch.errors import RsearchError
-from rsearch.io_utils import write_json, write_text
+from rsearch.io_utils import check_out_dir, file_lock, write_json, write_text
 from rsearch.lm import sample_completions
 from rsearch.organism import rater
 from rsearch.organism import world as W
 from rsearch.organism.config import BUILD_VERSION, OrganismConfig
 from rsearch.organism.dpo import batched_logps, train_dpo
-from rsearch.organism.feedback import rate, split_prompts
+from rsearch.organism.checks import pair_checks, pref_ids, reward_parts_gain
+from rsearch.organism.feedback import minimal_pairs, rate, split_prompts
 from rsearch.organism.sft import encode_conversations, new_model, train_sft
-from rsearch.organism.tokenizer import build_tokenizer, render
+from rsearch.organism.tokenizer import build_tokenizer
 
 # targets of the organism issue, checked on every card (they are promises at `demo` size)
 TARGETS = {
     "reward_gain": ("post − pre mean true reward ≥ 1.0, CI excluding 0", lambda c: c["reward_gain"] >= 1.0 and c["reward_gain_ci95"][0] > 0),
+    "correct_rate_gain": ("post − pre share of right answers ≥ +0.10, CI excluding 0",
+                          lambda c: c["correct_rate_gain"] >= 0.10 and c["correct_rate_gain_ci95"][0] > 0),
     "dpo_implicit_accuracy": ("≥ 0.70", lambda c: c["dpo_implicit_accuracy"] >= 0.70),
     "noise_ceiling": ("between 0.75 and 0.92", lambda c: 0.75 <= c["noise_ceiling"] <= 0.92),
-    "task_spread": ("≥ 2 points between best and worst task", lambda c: c["task_spread"] >= 2.0),
-    "well_formed_pre": ("≥ 0.95 of sampled responses", lambda c: c["well_formed_pre"] >= 0.95),
+    "text_baseline_accuracy": ("≤ noise ceiling − 0.15", lambda c: c["text_baseline_accuracy"] <= c["noise_ceiling"] - 0.15),
+    "text_baseline_minimal": ("≤ 0.60 on minimal pairs", lambda c: c["text_baseline_minimal"] is not None and c["text_baseline_minimal"] <= 0.60),
+    "logprob_post_minimal": ("post-model log-prob ≥ 0.75 on minimal pairs",
+                             lambda c: c["logprob_post_minimal"] is not None and c["logprob_post_minimal"] >= 0.75),
+    "well_formed": ("≥ 0.95 of sampled responses, pre and post", lambda c: min(c["well_formed_pre"], c["well_formed_post"]) >= 0.95),
 }
 
 
@@ -156,12 +162,10 @@ def _features_summary(pairs: list[tuple[str, str]]) -> dict[str, float]:
 def build(cfg: OrganismConfig, out: str | Path, progress: bool = True) -> Organism:
     """Builds the organism of `cfg` into `out` (which must not hold a complete organism), atomically."""
     root = Path(out)
-    tmp = root.parent / f"{root.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = _new_tmp_dir(root)
     try:
         card = _build_into(cfg, tmp, progress)
+        (tmp / TMP_MARKER).unlink()
         _replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -210,97 +214,48 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         _seed_all(cfg.seed)
         tok = build_tokenizer(W.vocabulary())
         sft_pairs = W.sft_examples(cfg.sft_examples, cfg.seed)
-        seqs = encode_conversations(tok, sft_pairs)
+        seqs, starts = encode_conversations(tok, sft_pairs)
         torch.manual_seed(cfg.seed)
         pre = new_model(cfg, tok)
         _say(progress, f"SFT: {sum(p.numel() for p in pre.parameters()):,} parameters, {len(seqs):,} examples")
-        sft_losses = train_sft(pre, seqs, cfg, tok.pad_token_id, progress)
+        sft_losses = train_sft(pre, seqs, starts, cfg, tok.pad_token_id, progress)
         pre.save_pretrained(root / "pre")
         tok.save_pretrained(root / "pre")
         _write_jsonl(root / "data" / "sft.jsonl", [{"prompt": p, "response": r} for p, r in sft_pairs])
         t = stage("sft", t)
 
-        # 2. feedback data: sample from the SFT model, rate with noise, binarize
+        # 2. feedback data: sample from the SFT model, rate with noise, binarize (a share as minimal pairs)
         train_p, test_p = split_prompts(cfg.n_train_prompts, cfg.n_test_prompts, cfg.seed)
         _say(progress, f"sampling {cfg.samples_per_prompt} completions for {len(train_p) + len(test_p):,} prompts")
         comps = _sample_texts(pre, tok, [p.text for p in train_p + test_p], cfg, seed=cfg.seed * 10 + 1,
                               progress=progress, desc="sample pre")
         rng = random.Random(f"rater-noise-{cfg.seed}")
-        rows_tr, prefs_tr = rate(train_p, comps[: len(train_p)], "train", rng, cfg.noise_sigma)
-        rows_te, prefs_te = rate(test_p, comps[len(train_p):], "test", rng, cfg.noise_sigma)
+        rows_tr, prefs_tr = rate(train_p, comps[: len(train_p)], "train", rng, cfg.noise_sigma,
+                                 minimal_pairs(train_p, cfg.minimal_share, cfg.seed, "train"))
+        rows_te, prefs_te = rate(test_p, comps[len(train_p):], "test", rng, cfg.noise_sigma,
+                                 minimal_pairs(test_p, cfg.minimal_share, cfg.seed, "test"))
         _write_jsonl(root / "data" / "train_prefs.jsonl", prefs_tr)
         _write_jsonl(root / "data" / "test_prefs.jsonl", prefs_te)
         _write_jsonl(root / "data" / "completions.jsonl", rows_tr + rows_te)
         t = stage("feedback", t)
 
         # 3. DPO from the SFT model on train_prefs
-        def ids_of(prefs: list[dict[str, Any]]) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
-            prompts = tok([render(r["prompt"]) for r in prefs], add_special_tokens=False)["input_ids"]
-            chosen = tok([render(r["prompt"], r["chosen"][1]["content"]) for r in prefs], add_special_tokens=False)["input_ids"]
-            rejected = tok([render(r["prompt"], r["rejected"][1]["content"]) for r in prefs], add_special_tokens=False)["input_ids"]
-            # response ids = conversation minus the prompt and the template's final newline: [response…, </s>]
-            return (prompts, [c[len(p):-1] for p, c in zip(prompts, chosen)],
-                    [r[len(p):-1] for p, r in zip(prompts, rejected)])
-
-        p_tr, c_tr, r_tr = ids_of(prefs_tr)
-        ref_c = batched_logps(pre, p_tr, c_tr, tok.pad_token_id)
-        ref_r = batched_logps(pre, p_tr, r_tr, tok.pad_token_id)
-        post = copy.deepcopy(pre)
-        _say(progress, f"DPO: β = {cfg.dpo_beta}, {cfg.dpo_epochs} epochs over {len(prefs_tr):,} pairs")
-        torch.manual_seed(cfg.seed + 7)
-        dpo_log = train_dpo(post, p_tr, c_tr, r_tr, ref_c, ref_r, beta=cfg.dpo_beta, epochs=cfg.dpo_epochs,
-                            batch_size=cfg.dpo_batch, lr=cfg.dpo_lr, seed=cfg.seed,
-                            pad_id=tok.pad_token_id, nll_weight=cfg.dpo_nll_weight, progress=progress)
+        _say(progress, f"DPO: β = {cfg.dpo_beta}, {cfg.dpo_epochs} epochs over {len(prefs_tr):,} pairs, "
+                       f"NLL weight {cfg.dpo_nll_weight}")
+        post, dpo_log = dpo_from(pre, tok, prefs_tr, cfg, progress)
         post.save_pretrained(root / "post")
         tok.save_pretrained(root / "post")
         t = stage("dpo", t)
 
-        # 4. checks: held-out reward of both models, implicit-reward accuracy, noise ceiling
+        # 4. checks on held-out prompts and pairs
         _say(progress, "checking: sampling the DPO model on held-out prompts")
-        post_comps = _sample_texts(post, tok, [p.text for p in test_p], cfg, seed=cfg.seed * 10 + 2,
-                                   progress=progress, desc="sample post")
-        pre_comps = comps[len(train_p):]
-        pre_means = np.array([np.mean([rater.true_score(p.text, c) for c in cs]) for p, cs in zip(test_p, pre_comps)])
-        post_means = np.array([np.mean([rater.true_score(p.text, c) for c in cs]) for p, cs in zip(test_p, post_comps)])
-        gain = float((post_means - pre_means).mean())
-        lo, hi = bootstrap_ci(post_means - pre_means, n_boot=cfg.bootstrap, seed=cfg.seed)
-
-        p_te, c_te, r_te = ids_of(prefs_te)
-        margin = cfg.dpo_beta * ((batched_logps(post, p_te, c_te, tok.pad_token_id) - batched_logps(pre, p_te, c_te, tok.pad_token_id))
-                                 - (batched_logps(post, p_te, r_te, tok.pad_token_id) - batched_logps(pre, p_te, r_te, tok.pad_token_id)))
-        implicit_acc = float((margin > 0).float().mean()) if len(prefs_te) else float("nan")
-        ceiling = _mean([1.0 if r["true_score_chosen"] > r["true_score_rejected"] else
-                         0.5 if r["true_score_chosen"] == r["true_score_rejected"] else 0.0 for r in prefs_te])
-
-        all_rows = rows_tr + rows_te
-        by_task = {task: _mean([r["true_score"] for r in all_rows if r["task"] == task]) for task in W.TASKS}
-        prompt_of = {p.text: p for p in train_p + test_p}
-        by_phrase: dict[str, float] = {}
-        for tail in dict.fromkeys(W.TAILS):
-            by_phrase[f"tail: {tail or '(none)'}"] = _mean([r["true_score"] for r in all_rows if prompt_of[r["prompt"]].tail == tail])
-        for lead in dict.fromkeys(W.LEADS):
-            by_phrase[f"lead: {lead or '(none)'}"] = _mean([r["true_score"] for r in all_rows if prompt_of[r["prompt"]].lead == lead])
-        post_pairs = [(p.text, c) for p, cs in zip(test_p, post_comps) for c in cs]
-        checks = {
-            "reward_pre": round(float(pre_means.mean()), 4),
-            "reward_post": round(float(post_means.mean()), 4),
-            "reward_gain": round(gain, 4),
-            "reward_gain_ci95": [round(lo, 4), round(hi, 4)],
-            "dpo_implicit_accuracy": round(implicit_acc, 4),
-            "noise_ceiling": ceiling,
-            "pre_reward_by_task": by_task,
-            "task_spread": round(max(by_task.values()) - min(by_task.values()), 4),
-            "pre_reward_by_phrasing": by_phrase,
-            "well_formed_pre": _mean([float(r["well_formed"]) for r in all_rows]),
-            "well_formed_post": _mean([float(rater.well_formed(p, c)) for p, c in post_pairs]),
-            "features_pre": _features_summary([(r["prompt"], r["completion"]) for r in rows_te]),
-            "features_post": _features_summary(post_pairs),
-            "sft_final_loss": round(statistics.fmean(sft_losses[-20:]), 4),
-            "dpo_final_loss": round(statistics.fmean(r["loss"] for r in dpo_log[-10:]), 4) if dpo_log else None,
-        }
+        checks = model_checks(pre, post, tok, cfg, train_p, test_p, comps, rows_tr + rows_te, prefs_tr, prefs_te,
+                              progress)
+        checks["sft_final_loss"] = round(statistics.fmean(sft_losses[-20:]), 4)
+        checks["dpo_final_loss"] = round(statistics.fmean(r["loss"] for r in dpo_log[-10:]), 4) if dpo_log else None
         t = stage("checks", t)
         card = {
-            "organism": "rsearch synthetic chat world",
+            "organism": "rsearch synthetic chat world v2",
             "version": BUILD_VERSION,
             "size": cfg.size,
             "seed": cfg.seed,
@@ -309,7 +264,9 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
                 "parameters": sum(p.numel() for p in pre.parameters()),
                 "layers": cfg.n_layers, "d_model": cfg.d_model, "vocab": len(tok),
                 "sft_examples": len(sft_pairs), "train_prefs": len(prefs_tr), "test_prefs": len(prefs_te),
-                "completions": len(all_rows),
+                "completions": len(rows_tr) + len(rows_te),
+                "pair_types": {split: {t: sum(r["pair_type"] == t for r in prefs) for t in ("minimal", "ordinary")}
+                               for split, prefs in (("train_prefs", prefs_tr), ("test_prefs", prefs_te))},
             },
             "build_seconds": round(time.perf_counter() - t_start, 1),
             "stage_seconds": stages,
@@ -324,17 +281,93 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         torch.set_num_threads(threads)
 
 
+def dpo_from(pre, tok, prefs_tr: list[dict[str, Any]], cfg: OrganismConfig, progress: bool):
+    """A copy of `pre` trained by DPO on the preference rows; returns (post, per-step log)."""
+    p_tr, c_tr, r_tr = pref_ids(tok, prefs_tr)
+    ref_c = batched_logps(pre, p_tr, c_tr, tok.pad_token_id)
+    ref_r = batched_logps(pre, p_tr, r_tr, tok.pad_token_id)
+    post = copy.deepcopy(pre)
+    torch.manual_seed(cfg.seed + 7)
+    log = train_dpo(post, p_tr, c_tr, r_tr, ref_c, ref_r, beta=cfg.dpo_beta, epochs=cfg.dpo_epochs,
+                    batch_size=cfg.dpo_batch, lr=cfg.dpo_lr, seed=cfg.seed, pad_id=tok.pad_token_id,
+                    nll_weight=cfg.dpo_nll_weight, progress=progress)
+    return post, log
+
+
+def model_checks(pre, post, tok, cfg: OrganismConfig, train_p: list[W.Prompt], test_p: list[W.Prompt],
+                 comps: list[list[str]], rows: list[dict[str, Any]], prefs_tr: list[dict[str, Any]],
+                 prefs_te: list[dict[str, Any]], progress: bool) -> dict[str, Any]:
+    """The card's checks: the true reward of both models' samples on held-out prompts (and its parts), the
+    scorers' accuracy on the test pairs, and the feedback data's reward by task and phrasing.
+
+    Args:
+        comps: the pre model's sampled completions of train_p + test_p, in that order.
+        rows: the rated completion rows of the feedback data.
+    """
+    post_comps = _sample_texts(post, tok, [p.text for p in test_p], cfg, seed=cfg.seed * 10 + 2,
+                               progress=progress, desc="sample post")
+    pre_comps = comps[len(train_p):]
+    texts = [p.text for p in test_p]
+    gain = reward_parts_gain(texts, pre_comps, post_comps, cfg.bootstrap, cfg.seed)
+    pairs = pair_checks(pre, post, tok, prefs_tr, prefs_te, cfg.dpo_beta, cfg.bootstrap, cfg.seed)
+    by_task = {task: _mean([r["true_score"] for r in rows if r["task"] == task]) for task in W.TASKS}
+    prompt_of = {p.text: p for p in train_p + test_p}
+    by_phrase: dict[str, float] = {}
+    for tail in dict.fromkeys(W.TAILS):
+        by_phrase[f"tail: {tail or '(none)'}"] = _mean([r["true_score"] for r in rows if prompt_of[r["prompt"]].tail == tail])
+    for lead in dict.fromkeys(W.LEADS):
+        by_phrase[f"lead: {lead or '(none)'}"] = _mean([r["true_score"] for r in rows if prompt_of[r["prompt"]].lead == lead])
+    post_pairs = [(p, c) for p, cs in zip(texts, post_comps) for c in cs]
+    pre_pairs = [(p, c) for p, cs in zip(texts, pre_comps) for c in cs]
+    return {
+        "reward_pre": gain["score"]["pre"],
+        "reward_post": gain["score"]["post"],
+        "reward_gain": gain["score"]["gain"],
+        "reward_gain_ci95": gain["score"]["ci95"],
+        "reward_parts_gain": gain,
+        "correct_rate_gain": gain["correct_rate"]["gain"],
+        "correct_rate_gain_ci95": gain["correct_rate"]["ci95"],
+        "pairs": pairs,
+        "dpo_implicit_accuracy": pairs["dpo_implicit"]["all"]["accuracy"],
+        "noise_ceiling": pairs["noise_ceiling"]["all"]["accuracy"],
+        "text_baseline_accuracy": pairs["text_baseline"]["all"]["accuracy"],
+        "text_baseline_minimal": pairs["text_baseline"]["minimal"]["accuracy"],
+        "logprob_post_minimal": pairs["logprob_post"]["minimal"]["accuracy"],
+        "pre_reward_by_task": by_task,
+        "task_spread": round(max(by_task.values()) - min(by_task.values()), 4),
+        "pre_reward_by_phrasing": by_phrase,
+        "well_formed_pre": _mean([float(r["well_formed"]) for r in rows]),
+        "well_formed_post": _mean([float(rater.well_formed(p, c)) for p, c in post_pairs]),
+        "features_pre": _features_summary(pre_pairs),
+        "features_post": _features_summary(post_pairs),
+    }
+
+
+def _fmt_acc(a: dict[str, Any]) -> str:
+    if a["accuracy"] is None:
+        return "–"
+    return f"{a['accuracy']:.3f} [{a['ci95'][0]:.2f}, {a['ci95'][1]:.2f}]"
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """A short human-readable card."""
-    c, s = card["checks"], card["sizes"]
+    c, s, k = card["checks"], card["sizes"], card["config"]
+    types = s["pair_types"]
+    n_te = max(1, s["test_prefs"])
+    nll = k["dpo_nll_weight"]
     lines = [
         f"# rsearch organism — {card['size']}, seed {card['seed']}",
         "",
         f"Mistral-style decoder, {s['layers']} layers, d_model {s['d_model']}, {s['parameters']:,} parameters, "
-        f"vocabulary {s['vocab']}. SFT on {s['sft_examples']:,} examples; DPO (β = {card['config']['dpo_beta']}, "
-        f"{card['config']['dpo_epochs']} epochs, + {card['config']['dpo_nll_weight']} × NLL of chosen) on {s['train_prefs']:,} pairs; test_prefs {s['test_prefs']:,} pairs; "
-        f"{s['completions']:,} rated completions. Built in {card['build_seconds']:.0f} s "
-        f"({', '.join(f'{k} {v:.0f} s' for k, v in card['stage_seconds'].items())}).",
+        f"vocabulary {s['vocab']}. SFT on {s['sft_examples']:,} examples (train items only); "
+        f"DPO (β = {k['dpo_beta']}, {k['dpo_epochs']} epochs, "
+        + (f"+ {nll} × NLL of chosen: plain DPO taught this small model style and word salad, not correctness "
+           "(measured on the demo, see config.py)" if nll else "plain DPO, no NLL term")
+        + f") on {s['train_prefs']:,} pairs; test_prefs {s['test_prefs']:,} pairs on held-out items; "
+        f"{s['completions']:,} rated completions. Pairs: train {types['train_prefs']['minimal']} minimal / "
+        f"{types['train_prefs']['ordinary']} ordinary; test {types['test_prefs']['minimal']} minimal "
+        f"({types['test_prefs']['minimal'] / n_te:.0%}) / {types['test_prefs']['ordinary']} ordinary. "
+        f"Built in {card['build_seconds']:.0f} s ({', '.join(f'{n} {v:.0f} s' for n, v in card['stage_seconds'].items())}).",
         "",
         "| check | value | target | met |",
         "|---|---|---|---|",
@@ -342,18 +375,45 @@ def card_markdown(card: dict[str, Any]) -> str:
     values = {
         "reward_gain": f"{c['reward_gain']:+.2f} [{c['reward_gain_ci95'][0]:+.2f}, {c['reward_gain_ci95'][1]:+.2f}] "
                        f"(pre {c['reward_pre']:.2f} → post {c['reward_post']:.2f})",
+        "correct_rate_gain": f"{c['correct_rate_gain']:+.3f} [{c['correct_rate_gain_ci95'][0]:+.3f}, "
+                             f"{c['correct_rate_gain_ci95'][1]:+.3f}]",
         "dpo_implicit_accuracy": f"{c['dpo_implicit_accuracy']:.3f}",
         "noise_ceiling": f"{c['noise_ceiling']:.3f}",
-        "task_spread": f"{c['task_spread']:.2f}",
-        "well_formed_pre": f"{c['well_formed_pre']:.3f} (post {c['well_formed_post']:.3f})",
+        "text_baseline_accuracy": f"{c['text_baseline_accuracy']:.3f} (ceiling − {c['noise_ceiling'] - c['text_baseline_accuracy']:.3f})",
+        "text_baseline_minimal": f"{c['text_baseline_minimal']:.3f}",
+        "logprob_post_minimal": f"{c['logprob_post_minimal']:.3f}",
+        "well_formed": f"pre {c['well_formed_pre']:.3f}, post {c['well_formed_post']:.3f}",
     }
-    for k, t in card["targets"].items():
-        lines.append(f"| {k} | {values[k]} | {t['target']} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", "Pre model's expected true reward by task: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in c["pre_reward_by_task"].items()) + ".",
-              "", "By prompt phrasing: " + ", ".join(f"{k} {v:.2f}" for k, v in c["pre_reward_by_phrasing"].items()) + ".",
+    for name, t in card["targets"].items():
+        lines.append(f"| {name} | {values[name]} | {t['target']} | {'yes' if t['met'] else 'no'} |")
+    p = c["pairs"]
+    lines += ["", "Accuracy on the test pairs (one pair per prompt; 95% CI resampling prompts):", "",
+              "| scorer | all | minimal pairs | ordinary pairs |", "|---|---|---|---|"]
+    names = {"noise_ceiling": "noise ceiling (true rater vs label)", "dpo_implicit": "DPO implicit reward",
+             "logprob_post": "post-model mean log-prob", "logprob_pre": "pre-model mean log-prob",
+             "text_baseline": "text only: words + bigrams of prompt + completion",
+             "text_baseline_completion": "text only: words + bigrams of completion"}
+    for key, label in names.items():
+        lines.append(f"| {label} | {_fmt_acc(p[key]['all'])} | {_fmt_acc(p[key]['minimal'])} | {_fmt_acc(p[key]['ordinary'])} |")
+    g = c["reward_parts_gain"]
+    lines += ["", "True reward of sampled answers on held-out prompts, pre → post (post − pre, 95% CI over prompts):", "",
+              "| part | pre | post | post − pre |", "|---|---|---|---|"]
+    for key, label in (("score", "true reward"), ("correct_points", "correctness part (5 · correct)"),
+                       ("style_points", "style part (politeness, rudeness, length)"),
+                       ("penalty_points", "malformed penalty and clipping"), ("correct_rate", "share of right answers")):
+        lines.append(f"| {label} | {g[key]['pre']:.3f} | {g[key]['post']:.3f} | {g[key]['gain']:+.3f} "
+                     f"[{g[key]['ci95'][0]:+.3f}, {g[key]['ci95'][1]:+.3f}] |")
+    lines += ["", "Minimal pairs by task (post-model log-prob / pre-model log-prob / DPO implicit / text only): "
+              + ", ".join(f"{t} {p['minimal_by_task']['logprob_post'].get(t, float('nan')):.2f} / "
+                          f"{p['minimal_by_task']['logprob_pre'].get(t, float('nan')):.2f} / "
+                          f"{p['minimal_by_task']['dpo_implicit'].get(t, float('nan')):.2f} / "
+                          f"{p['minimal_by_task']['text_baseline'].get(t, float('nan')):.2f}"
+                          for t in W.TASKS) + ".",
+              "", "Pre model's expected true reward by task: "
+              + ", ".join(f"{n} {v:.2f}" for n, v in c["pre_reward_by_task"].items()) + ".",
+              "", "By prompt phrasing: " + ", ".join(f"{n} {v:.2f}" for n, v in c["pre_reward_by_phrasing"].items()) + ".",
               "", "Response features, pre → post (held-out prompts): "
-              + ", ".join(f"{k} {c['features_pre'][k]:.2f} → {c['features_post'][k]:.2f}" for k in c["features_pre"]) + ".",
+              + ", ".join(f"{n} {c['features_pre'][n]:.2f} → {c['features_post'][n]:.2f}" for n in c["features_pre"]) + ".",
               ""]
     return "\n".join(lines)
 
@@ -362,25 +422,33 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def _lock(root: Path) -> Iterator[None]:
+    """Serializes builds of one ROOT (`.ROOT.lock` beside it, removed on release, even when refused)."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    with open(root.parent / f".{root.name}.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(root.parent / f".{root.name}.lock", wait=True, what=f"organism {root}"):
+        yield
+
+
+TMP_MARKER = ".rsearch-build"  # in every temp dir a build creates: the pid of its builder
+
+
+def _new_tmp_dir(root: Path) -> Path:
+    """A fresh `ROOT.tmp-<pid>-<random>` beside ROOT, marked as this build's own."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{root.name}.tmp-{os.getpid()}-", dir=root.parent))
+    (tmp / TMP_MARKER).write_text(f"{os.getpid()}\n")
+    return tmp
 
 
 def _clean_stale_tmp(root: Path) -> None:
-    """Removes temp dirs of builds whose process is gone (an interrupted build)."""
+    """Removes temp dirs of interrupted builds: only those carrying a build's marker whose process is gone
+    (a user's `ROOT.tmp-anything` without it is never touched)."""
     for p in root.parent.glob(f"{root.name}.tmp-*"):
         try:
-            pid = int(p.name.rsplit("-", 1)[1])
+            pid = int((p / TMP_MARKER).read_text())
             os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(p, ignore_errors=True)
-        except PermissionError:
-            pass
+        except (OSError, ValueError) as e:
+            if isinstance(e, ProcessLookupError):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def matches(card: dict[str, Any], cfg: OrganismConfig) -> bool:
@@ -396,7 +464,7 @@ def build_or_load(cfg: OrganismConfig, root: str | Path, *, force: bool = False,
         rebuild_stale: replace an organism built with other settings (True for the default cache dir);
             otherwise that raises RsearchError, so a user's directory is never replaced unasked.
     """
-    root = Path(root).expanduser().absolute()
+    root = check_out_dir(Path(root).expanduser().absolute())
     with _lock(root):
         _clean_stale_tmp(root)
         card_path = root / "card.json"

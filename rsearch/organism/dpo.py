@@ -4,8 +4,9 @@
 
 Sequence log-probabilities sum over the response tokens and its `</s>`; the reference is the frozen SFT
 model, whose log-probabilities are computed once before training. The build adds the chosen responses'
-per-token NLL (weight `dpo_nll_weight`, as RPO does): with plain DPO this ~1M-parameter model raises the
-implicit reward on test pairs but its samples decay into word salad that the rater scores lower.
+per-token NLL (weight `dpo_nll_weight`, as RPO does; 0 gives plain DPO): on the v2 demo, plain DPO raised the
+true reward by style alone while its answers left the grammar (well-formed 0.73) and correctness did not move;
+with the NLL term correctness rose (config.py has the figures).
 """
 from __future__ import annotations
 

@@ -4,8 +4,12 @@ Files (JSON lines, loadable with `datasets.load_dataset("json", data_files=...)`
 
 - `train_prefs.jsonl`, `test_prefs.jsonl` — HuggingFaceH4/ultrafeedback_binarized's columns: prompt,
   prompt_id, chosen, rejected, messages (lists of {role, content}), score_chosen, score_rejected; plus
-  true_score_chosen, true_score_rejected and task. chosen = the completion with the highest noisy score,
-  rejected = a random other one; pairs whose two labels tie are dropped. Test prompts never occur in train.
+  true_score_chosen, true_score_rejected, correct_chosen, correct_rejected, task, item and pair_type.
+  An "ordinary" pair comes from the prompt's sampled completions: chosen = the one with the highest noisy
+  score, rejected = a random other one. A "minimal" pair (a share of the prompts, `minimal_pairs`) is two
+  responses written by the world that are identical except for the answer, one right and one wrong, rated
+  with the same noisy rater: chosen = the higher label. Pairs whose two labels tie are dropped. Test prompts
+  ask about test items only (world.item_split), which never occur in train prompts or the SFT data.
 - `completions.jsonl` — one row per sampled completion: prompt_id, prompt, completion, score (noisy),
   true_score, task, split, well_formed.
 """
@@ -25,34 +29,59 @@ def prompt_id(prompt: str) -> str:
 
 
 def split_prompts(n_train: int, n_test: int, seed: int) -> tuple[list[W.Prompt], list[W.Prompt]]:
-    """Distinct grammar prompts for train_prefs and test_prefs (disjoint by text), tasks balanced."""
+    """Distinct grammar prompts for train_prefs (train items) and test_prefs (test items), tasks balanced."""
     rng = random.Random(f"feedback-prompts-{seed}")
-    seen: set[str] = set()
-    out: list[W.Prompt] = []
-    tries = 0
-    while len(out) < n_train + n_test:
-        p = W.sample_prompt(rng, task=W.TASKS[len(out) % len(W.TASKS)])
-        tries += 1
-        if p.text not in seen or tries > 50 * (n_train + n_test):
-            seen.add(p.text)
-            out.append(p)
-    rng.shuffle(out)
-    return out[:n_train], out[n_train:]
+    out: dict[str, list[W.Prompt]] = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        seen: set[str] = set()
+        ps: list[W.Prompt] = []
+        tries = 0
+        while len(ps) < n:
+            p = W.sample_prompt(rng, task=W.TASKS[len(ps) % len(W.TASKS)], split=split, seed=seed)
+            tries += 1
+            if p.text not in seen or tries > 50 * n:
+                seen.add(p.text)
+                ps.append(p)
+        rng.shuffle(ps)
+        out[split] = ps
+    return out["train"], out["test"]
+
+
+def minimal_pairs(prompts: Sequence[W.Prompt], share: float, seed: int, split: str) -> list[tuple[str, str] | None]:
+    """For a `share` of the prompts, a (right, wrong) pair of world-written responses differing in the answer only."""
+    rng = random.Random(f"minimal-{split}-{seed}")
+    return [W.minimal_pair(p, rng) if rng.random() < share else None for p in prompts]
 
 
 def _message(prompt: str, response: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
+def _pref(p: W.Prompt, chosen: tuple[float, float, str], rejected: tuple[float, float, str], pair_type: str
+          ) -> dict[str, Any]:
+    (sc, tc, c), (sr, tr, r) = chosen, rejected
+    return {
+        "prompt": p.text, "prompt_id": prompt_id(p.text),
+        "chosen": _message(p.text, c), "rejected": _message(p.text, r),
+        "messages": _message(p.text, c),
+        "score_chosen": sc, "score_rejected": sr,
+        "true_score_chosen": tc, "true_score_rejected": tr,
+        "correct_chosen": rater.features(p.text, c)["correct"], "correct_rejected": rater.features(p.text, r)["correct"],
+        "task": p.task, "item": " ".join(p.item), "pair_type": pair_type,
+    }
+
+
 def rate(prompts: Sequence[W.Prompt], completions: Sequence[Sequence[str]], split: str, rng: random.Random,
-         sigma: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Rates every completion with the noisy rater and binarizes each prompt's set into one pair.
+         sigma: float, minimal: Sequence[tuple[str, str] | None] | None = None
+         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rates every completion with the noisy rater and binarizes each prompt into one pair: its minimal pair
+    where `minimal` gives one, else an ordinary pair of its completions.
 
     Returns (completion rows, preference rows).
     """
     rows: list[dict[str, Any]] = []
     prefs: list[dict[str, Any]] = []
-    for p, comps in zip(prompts, completions):
+    for k, (p, comps) in enumerate(zip(prompts, completions)):
         pid = prompt_id(p.text)
         scored = []
         for c in comps:
@@ -62,6 +91,12 @@ def rate(prompts: Sequence[W.Prompt], completions: Sequence[Sequence[str]], spli
             rows.append({"prompt_id": pid, "prompt": p.text, "completion": c, "score": noisy,
                          "true_score": true, "task": p.task, "split": split,
                          "well_formed": rater.well_formed(p.text, c)})
+        if minimal is not None and minimal[k] is not None:
+            labelled = [(rater.noisy_score(p.text, t, rng, sigma), rater.true_score(p.text, t), t) for t in minimal[k]]
+            if labelled[0][0] != labelled[1][0]:
+                hi, lo = sorted(labelled, key=lambda x: -x[0])
+                prefs.append(_pref(p, hi, lo, "minimal"))
+            continue
         # an empty completion (EOS first) stays in the table but never in a pair: the schema's loaders refuse it
         usable = [i for i, (_, _, c) in enumerate(scored) if c.strip()]
         if len(usable) < 2:
@@ -69,14 +104,7 @@ def rate(prompts: Sequence[W.Prompt], completions: Sequence[Sequence[str]], spli
         best = max(usable, key=lambda i: scored[i][0])  # first of the highest labels
         others = [i for i in usable if i != best]
         worse = others[rng.randrange(len(others))]
-        (sc, tc, c), (sr, tr, r) = scored[best], scored[worse]
-        if sc == sr:
+        if scored[best][0] == scored[worse][0]:
             continue
-        prefs.append({
-            "prompt": p.text, "prompt_id": pid,
-            "chosen": _message(p.text, c), "rejected": _message(p.text, r),
-            "messages": _message(p.text, c),
-            "score_chosen": sc, "score_rejected": sr,
-            "true_score_chosen": tc, "true_score_rejected": tr, "task": p.task,
-        })
+        prefs.append(_pref(p, scored[best], scored[worse], "ordinary"))
     return rows, prefs

@@ -1,7 +1,9 @@
 """The pre-RL model: a small Mistral-style causal LM trained by SFT on responses of mixed quality.
 
 The loss covers every token of the rendered conversation (user prompt, template and response), so the model
-also carries a distribution over user prompts that prompt search can sample from.
+also carries a distribution over user prompts that prompt search can sample from; the prompt's tokens count
+`sft_prompt_weight` times a response token's (default 1; config.py has what lower weights did — they did
+not teach the model to copy the prompt's words).
 """
 from __future__ import annotations
 
@@ -40,10 +42,12 @@ def generation_config(tok: PreTrainedTokenizerFast) -> GenerationConfig:
     )
 
 
-def encode_conversations(tok: PreTrainedTokenizerFast, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
-    """Token ids of each rendered (prompt, response) conversation."""
+def encode_conversations(tok: PreTrainedTokenizerFast, pairs: Sequence[tuple[str, str]]
+                         ) -> tuple[list[list[int]], list[int]]:
+    """Token ids of each rendered (prompt, response) conversation, and where each one's response starts."""
     texts = [render(p, r) for p, r in pairs]
-    return tok(texts, add_special_tokens=False)["input_ids"]
+    starts = [len(ids) for ids in tok([render(p) for p, _ in pairs], add_special_tokens=False)["input_ids"]]
+    return tok(texts, add_special_tokens=False)["input_ids"], starts
 
 
 def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,12 +61,25 @@ def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def lm_loss_sum(model: MistralForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy over real tokens. Right padding needs no attention mask (causal)."""
+def token_weights(lengths: Sequence[int], starts: Sequence[int], prompt_weight: float) -> torch.Tensor:
+    """Loss weight of each next-token target [batch, max_len-1]: 1 in the response, prompt_weight before, 0 on padding."""
+    w = torch.zeros((len(lengths), max(lengths) - 1))
+    for i, (n, s) in enumerate(zip(lengths, starts)):
+        w[i, : s - 1] = prompt_weight
+        w[i, s - 1: n - 1] = 1.0
+    return w
+
+
+def lm_loss_sum(model: MistralForCausalLM, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted sum of next-token cross-entropies. Right padding needs no attention mask (causal).
+
+    Args:
+        ids: [batch, len] right-padded token ids.
+        weights: [batch, len-1] weight of predicting ids[:, 1:] (0 on padding).
+    """
     logits = model(input_ids=ids).logits[:, :-1]  # [batch, len-1, vocab]
-    target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)  # [batch, len-1]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=-100,
-                           reduction="sum")
+    ce = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), ids[:, 1:].reshape(-1), reduction="none")
+    return (ce * weights.reshape(-1)).sum()
 
 
 def length_sorted_chunks(batch: Sequence[int], lengths: Sequence[int], n_chunks: int) -> list[list[int]]:
@@ -83,9 +100,13 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train_sft(model: MistralForCausalLM, seqs: list[list[int]], cfg: OrganismConfig, pad_id: int,
+def train_sft(model: MistralForCausalLM, seqs: list[list[int]], starts: list[int], cfg: OrganismConfig, pad_id: int,
               progress: bool = True) -> list[float]:
-    """Trains in place with AdamW and a cosine schedule; returns the loss per step."""
+    """Trains in place with AdamW and a cosine schedule; returns the (weighted mean) loss per step.
+
+    Args:
+        seqs, starts: `encode_conversations`' token ids and response starts.
+    """
     g = torch.Generator().manual_seed(cfg.seed * 1000 + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, betas=(0.9, 0.98), weight_decay=0.01)
     steps_per_epoch = math.ceil(len(seqs) / cfg.sft_batch)
@@ -100,13 +121,16 @@ def train_sft(model: MistralForCausalLM, seqs: list[list[int]], cfg: OrganismCon
         order = torch.randperm(len(seqs), generator=g).tolist()
         for start in range(0, len(order), cfg.sft_batch):
             batch = order[start:start + cfg.sft_batch]
-            n_targets = sum(lengths[i] - 1 for i in batch)  # the loss is a mean over the whole batch's tokens
+            # the loss is a weighted mean over the whole batch's targets
+            n_targets = sum(cfg.sft_prompt_weight * (starts[i] - 1) + lengths[i] - starts[i] for i in batch)
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(step, total, cfg.sft_lr, warmup)
             opt.zero_grad(set_to_none=True)
             loss = 0.0
             for chunk in length_sorted_chunks(batch, lengths, cfg.sft_micro_batches):
-                part = lm_loss_sum(model, *pad_right([seqs[i] for i in chunk], pad_id)) / n_targets
+                ids, _ = pad_right([seqs[i] for i in chunk], pad_id)  # [chunk, len]
+                weights = token_weights([lengths[i] for i in chunk], [starts[i] for i in chunk], cfg.sft_prompt_weight)
+                part = lm_loss_sum(model, ids, weights) / n_targets
                 part.backward()
                 loss += part.item()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,68 +1,69 @@
-"""The synthetic chat world: a prompt grammar of five task types and a response generator of varied quality.
+"""The synthetic chat world (v2): five tasks whose answers are right or wrong only relative to the prompt.
 
 Every text in the world is lowercase words and punctuation separated by single spaces, so the word-level
 tokenizer round-trips it exactly (`decode(encode(text)) == text`).
 
 Prompt = [lead] core [tail], e.g. "please , what is 3 plus 5 ? think carefully ."
 
-    task        core phrasings (several per task)              correct answer
-    add         "what is 3 plus 5 ?", "compute 3 + 5 ." …       "3 plus 5 is 8 ."
-    list        "name three fruits ." …                         "here are three fruits : apple , pear , plum ."
-    repeat      "repeat after me : sun moon tree ." …           "sun moon tree ."
-    opposite    "what is the opposite of hot ?" …               "the opposite of hot is cold ."
-    compliment  "compliment my cooking ." …                     "your cooking is wonderful ."
+    task      core phrasings (several per task)            a right answer            a wrong answer
+    add       "what is 3 plus 5 ?", "compute 3 + 5 ." …     "3 plus 5 is 8 ."         "3 plus 5 is 6 ."
+    member    "is sun in the list : moon sun tree ?" …      "yes , it is there ."     "no , it is missing ."
+    reverse   "reverse the words : sun moon tree ." …       "tree moon sun ."         "moon tree sun ."
+    count     "how many words are in : sun moon tree ?" …   "there are three words ." "there are four words ."
+    position  "what is the last word of : sun moon tree ?"  "the last word is tree ." "the last word is sun ."
+
+Why these tasks: whether an answer is right depends on the prompt's *item* (its operands or word list), and
+a wrong answer is drawn so that, on its own, it looks like a right one (a wrong sum is a + b' with b' another
+digit; a wrong word is another word of the list; a wrong order is another permutation; a wrong count another
+count of the same range). So no function of the completion's words alone — and no linear function of the
+words of prompt + completion, which cannot express "this number is the sum of those two" — tells a right
+answer from a wrong one: only computing it does. The rater (rater.py) makes that correctness the largest part
+of the reward (5 points of 10); style is the smaller part.
 
 Response = [opener] body [elaboration …] [closer]: openers and closers are polite ("sure !",
 "hope this helps !") or rude ("ugh , fine .", "do not ask me again ."); elaborations make it longer.
+`minimal_pair` writes two responses identical except for the answer.
+
+Items are split, not only prompts: `item_split` hashes each prompt's item (its set of operands or words) into
+train or test, the SFT data and train prompts use train items only, and test prompts test items only.
 
 How a prompt moves the quality of the responses in the SFT data (and so the SFT model's expected reward —
 the signal a probe at `user_end` and a prompt search should find):
 
-- **task type** sets the base odds (`TASK_ODDS`): compliments are nearly always right and kind, additions
-  are mostly wrong and often rude; the pre-RL model's expected true reward spans ~4 points across tasks.
-- **"please"** (lead or tail) cuts the odds of a rude answer by 4x and raises a polite opener.
-- **"thanks ."** raises a polite closer.
-- **"think carefully ."** halves the odds of a wrong answer.
+- **task type** sets the base odds (`TASK_ODDS`): additions are most often wrong and rude, positions most
+  often right;
+- **"please"** (lead or tail) cuts the odds of a rude answer by 4x and raises a polite opener;
+- **"thanks ."** raises a polite closer;
+- **"think carefully ."** halves the odds of a wrong answer;
 - **"explain in detail ."** makes elaborations (longer answers, which the rater mildly prefers) likely;
-  **"answer briefly ."** makes them and polite framing rare.
+  **"answer briefly ."** makes them and polite framing rare;
 - **greetings** ("hey ,", "hi !") change nothing: a probe or a search should learn to ignore them.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from typing import Any
 
 # ----- the lexicon -----
 
 NUMBERS = [str(i) for i in range(0, 10)]  # operands; sums are 0..18
-COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
-CATEGORIES: dict[str, list[str]] = {
-    "colors": ["red", "blue", "green", "yellow", "black", "white", "purple", "brown"],
-    "animals": ["cat", "dog", "horse", "cow", "lion", "tiger", "mouse", "bird"],
-    "fruits": ["apple", "banana", "pear", "grape", "lemon", "cherry", "peach", "plum"],
-    "tools": ["hammer", "saw", "drill", "wrench", "shovel", "axe", "rake", "chisel"],
-}
-REPEAT_WORDS = ["sun", "moon", "tree", "river", "stone", "cloud", "fire", "snow",
-                "book", "door", "lamp", "boat", "road", "bell", "rain", "star"]
-OPPOSITES = [("hot", "cold"), ("big", "small"), ("fast", "slow"), ("wet", "dry"), ("high", "low"),
-             ("light", "dark"), ("old", "new"), ("early", "late"), ("hard", "soft"), ("full", "empty"),
-             ("open", "closed"), ("rich", "poor")]
-OPPOSITE_OF = {**{a: b for a, b in OPPOSITES}, **{b: a for a, b in OPPOSITES}}
-THINGS = ["cooking", "garden", "painting", "song", "essay", "house", "poem", "haircut", "jacket", "smile",
-          "idea", "story"]
-POSITIVE = ["wonderful", "lovely", "amazing", "great", "beautiful", "brilliant", "excellent", "charming"]
-NEGATIVE = ["awful", "boring", "ugly", "bad", "terrible", "dull"]
+LIST_WORDS = ["sun", "moon", "tree", "river", "stone", "cloud", "fire", "snow",
+              "book", "door", "lamp", "boat", "road", "bell", "rain", "star"]
+COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+LIST_LENGTHS = {"member": (3, 4, 5), "reverse": (2, 3, 4), "count": (2, 3, 4, 5), "position": (3, 4, 5)}
 
-TASKS = ("add", "list", "repeat", "opposite", "compliment")
+TASKS = ("add", "member", "reverse", "count", "position")
 
 PROMPT_TEMPLATES: dict[str, list[str]] = {
     "add": ["what is {a} plus {b} ?", "add {a} and {b} .", "how much is {a} plus {b} ?", "compute {a} + {b} ."],
-    "list": ["name {n} {cat} .", "list {n} {cat} .", "give me {n} {cat} .", "can you name {n} {cat} ?"],
-    "repeat": ["repeat after me : {ws} .", "say back these words : {ws} .", "echo the words {ws} ."],
-    "opposite": ["what is the opposite of {w} ?", "give the opposite of {w} .",
-                 "which word means the opposite of {w} ?"],
-    "compliment": ["say something nice about my {t} .", "compliment my {t} .", "what do you think of my {t} ?"],
+    "member": ["is {w} in the list : {ws} ?", "does the list {ws} contain {w} ?", "check whether {w} is in : {ws} ."],
+    "reverse": ["reverse the words : {ws} .", "say these words backwards : {ws} .",
+                "what is {ws} in reverse order ?"],
+    "count": ["how many words are in : {ws} ?", "count the words : {ws} .",
+              "what is the number of words in : {ws} ?"],
+    "position": ["what is the {which} word of : {ws} ?", "name the {which} word in : {ws} ."],
 }
 LEADS = ["", "", "", "please ,", "hey ,", "hi !"]
 TAILS = ["", "", "please .", "thanks .", "answer briefly .", "explain in detail .", "think carefully ."]
@@ -73,22 +74,31 @@ RUDE_OPENERS = ["ugh , fine .", "obviously .", "whatever .", "what a silly quest
 RUDE_CLOSERS = ["do not ask me again .", "that was a dumb question .", "this is annoying ."]
 RUDE_WORDS = frozenset({"ugh", "obviously", "whatever", "silly", "dumb", "stupid", "annoying"})
 
+# answer sentences: each task has variants; {answer slots} are what a minimal pair changes
+BODIES: dict[str, list[str]] = {
+    "add": ["{a} plus {b} is {z} .", "the answer is {z} ."],
+    "member": ["{yes_no} , it is {there_missing} ."],
+    "reverse": ["{ws} .", "reversed : {ws} ."],
+    "count": ["there are {n} words .", "the count is {n} ."],
+    "position": ["the {which} word is {x} ."],
+}
 ELABORATIONS: dict[str, list[str]] = {
     "add": ["i added the two numbers .", "i counted up from the first number ."],
-    "list": ["all of these are {cat} .", "there are many more {cat} ."],
-    "repeat": ["i kept the words in the same order .", "those are your words ."],
-    "opposite": ["the two words mean opposite things .", "{w} and {v} are opposites ."],
-    "compliment": ["you should be proud of it .", "keep up the good work ."],
+    "member": ["i checked every word in the list .", "i looked at each word once ."],
+    "reverse": ["i read the words from the end .", "the order is now turned around ."],
+    "count": ["i counted each word once .", "i counted from left to right ."],
+    "position": ["i looked at the list in order .", "i checked where each word is ."],
 }
 
 # base odds per task: p(correct body), p(rude opener), p(polite opener), p(polite closer), p(elaboration)
 TASK_ODDS: dict[str, dict[str, float]] = {
-    "add":        dict(correct=0.30, rude=0.35, polite_open=0.30, polite_close=0.20, elab=0.30),
-    "list":       dict(correct=0.50, rude=0.20, polite_open=0.40, polite_close=0.30, elab=0.40),
-    "repeat":     dict(correct=0.75, rude=0.15, polite_open=0.40, polite_close=0.30, elab=0.30),
-    "opposite":   dict(correct=0.55, rude=0.20, polite_open=0.40, polite_close=0.30, elab=0.40),
-    "compliment": dict(correct=0.90, rude=0.05, polite_open=0.60, polite_close=0.50, elab=0.50),
+    "add":      dict(correct=0.50, rude=0.25, polite_open=0.30, polite_close=0.25, elab=0.30),
+    "member":   dict(correct=0.65, rude=0.15, polite_open=0.40, polite_close=0.30, elab=0.40),
+    "reverse":  dict(correct=0.60, rude=0.15, polite_open=0.40, polite_close=0.30, elab=0.30),
+    "count":    dict(correct=0.65, rude=0.15, polite_open=0.40, polite_close=0.30, elab=0.40),
+    "position": dict(correct=0.70, rude=0.10, polite_open=0.50, polite_close=0.40, elab=0.40),
 }
+TEST_ITEM_SHARE = 0.2  # share of items (operand sets, word sets) held out for test prompts
 
 
 def vocabulary() -> list[str]:
@@ -97,22 +107,40 @@ def vocabulary() -> list[str]:
     for templates in PROMPT_TEMPLATES.values():
         texts += templates
     texts += LEADS + TAILS + POLITE_OPENERS + POLITE_CLOSERS + RUDE_OPENERS + RUDE_CLOSERS
-    for elabs in ELABORATIONS.values():
-        texts += elabs
-    texts += ["here are the answer is you said : i think your , is"]
+    for task in TASKS:
+        texts += BODIES[task] + ELABORATIONS[task]
+    texts += ["yes no there missing first last"]
     words: list[str] = []
     for t in texts:
         words += t.replace("{", " {").replace("}", "} ").split()
-    words += NUMBERS + [str(i) for i in range(10, 19)] + list(COUNT_WORDS.values()) + list(CATEGORIES)
-    for items in CATEGORIES.values():
-        words += items
-    words += REPEAT_WORDS + [w for pair in OPPOSITES for w in pair] + THINGS + POSITIVE + NEGATIVE
+    words += NUMBERS + [str(i) for i in range(10, 19)] + list(COUNT_WORDS.values()) + LIST_WORDS
     words += sorted(RUDE_WORDS)
     seen: dict[str, None] = {}
     for w in words:
         if not w.startswith("{"):
             seen.setdefault(w, None)
     return list(seen)
+
+
+# ----- items and their split -----
+
+def item_key(task: str, args: dict[str, Any]) -> tuple[str, ...]:
+    """The prompt's item: the set of its operands or list words (a query word included), order-free.
+
+    Two prompts share an item when they ask about the same numbers or words, whatever the task or order.
+    """
+    if task == "add":
+        return tuple(sorted({str(args["a"]), str(args["b"])}))
+    words = set(args["ws"])
+    if task == "member":
+        words.add(args["w"])
+    return tuple(sorted(words))
+
+
+def item_split(key: tuple[str, ...], seed: int) -> str:
+    """'test' for a fixed TEST_ITEM_SHARE of items (a hash of seed and item), else 'train'."""
+    h = hashlib.sha256(f"items-{seed}-{' '.join(key)}".encode()).digest()
+    return "test" if int.from_bytes(h[:8], "big") / 2 ** 64 < TEST_ITEM_SHARE else "train"
 
 
 # ----- prompts -----
@@ -123,7 +151,7 @@ class Prompt:
 
     text: str
     task: str
-    args: tuple[tuple[str, Any], ...]  # task arguments: a, b / n, cat / ws / w / t
+    args: tuple[tuple[str, Any], ...]  # task arguments: a, b / w, ws / ws / ws / which, ws
     lead: str
     tail: str
 
@@ -135,32 +163,86 @@ class Prompt:
     def please(self) -> bool:
         return "please" in self.lead or "please" in self.tail
 
+    @property
+    def item(self) -> tuple[str, ...]:
+        return item_key(self.task, self.arg)
 
-def sample_prompt(rng: random.Random, task: str | None = None) -> Prompt:
-    """Draws one prompt from the grammar (task uniform unless given)."""
+
+def _draw_args(rng: random.Random, task: str) -> dict[str, Any]:
+    if task == "add":
+        return dict(a=rng.choice(NUMBERS), b=rng.choice(NUMBERS))
+    ws = tuple(rng.sample(LIST_WORDS, rng.choice(LIST_LENGTHS[task])))
+    if task == "member":
+        w = rng.choice(ws) if rng.random() < 0.5 else rng.choice([u for u in LIST_WORDS if u not in ws])
+        return dict(w=w, ws=ws)
+    if task == "position":
+        return dict(which=rng.choice(["first", "last"]), ws=ws)
+    return dict(ws=ws)
+
+
+def sample_prompt(rng: random.Random, task: str | None = None, split: str | None = None, seed: int = 0) -> Prompt:
+    """Draws one prompt from the grammar (task uniform unless given).
+
+    Args:
+        split: "train" or "test" draws only items of that split (`item_split(…, seed)`); None any item.
+    """
     task = task or rng.choice(TASKS)
     template = rng.choice(PROMPT_TEMPLATES[task])
-    if task == "add":
-        args = dict(a=rng.choice(NUMBERS), b=rng.choice(NUMBERS))
-        core = template.format(**args)
-    elif task == "list":
-        args = dict(n=rng.choice(list(COUNT_WORDS)), cat=rng.choice(list(CATEGORIES)))
-        core = template.format(n=COUNT_WORDS[args["n"]], cat=args["cat"])
-    elif task == "repeat":
-        ws = tuple(rng.sample(REPEAT_WORDS, rng.choice([2, 3, 4])))
-        args = dict(ws=ws)
-        core = template.format(ws=" ".join(ws))
-    elif task == "opposite":
-        args = dict(w=rng.choice(sorted(OPPOSITE_OF)))
-        core = template.format(**args)
-    else:
-        args = dict(t=rng.choice(THINGS))
-        core = template.format(**args)
+    while True:
+        args = _draw_args(rng, task)
+        if split is None or item_split(item_key(task, args), seed) == split:
+            break
+    fill = {k: " ".join(v) if k == "ws" else v for k, v in args.items()}
+    core = template.format(**fill)
     lead, tail = rng.choice(LEADS), rng.choice(TAILS)
     if "please" in lead and "please" in tail:
         tail = ""
     text = " ".join(p for p in (lead, core, tail) if p)
     return Prompt(text=text, task=task, args=tuple(sorted(args.items())), lead=lead, tail=tail)
+
+
+# ----- answers -----
+
+def right_answer(task: str, args: dict[str, Any]) -> dict[str, str]:
+    """The answer slots of a right answer."""
+    if task == "add":
+        return {"a": str(args["a"]), "b": str(args["b"]), "z": str(int(args["a"]) + int(args["b"]))}
+    ws = list(args["ws"])
+    if task == "member":
+        inside = args["w"] in ws
+        return {"w": args["w"], "yes_no": "yes" if inside else "no", "there_missing": "there" if inside else "missing"}
+    if task == "reverse":
+        return {"ws": " ".join(reversed(ws))}
+    if task == "count":
+        return {"n": COUNT_WORDS[len(ws)]}
+    return {"which": args["which"], "x": ws[0] if args["which"] == "first" else ws[-1]}
+
+
+def wrong_answer(task: str, args: dict[str, Any], rng: random.Random) -> dict[str, str]:
+    """The answer slots of a wrong answer, drawn to look like a right answer when read alone."""
+    slots = right_answer(task, args)
+    ws = list(args.get("ws", ()))
+    if task == "add":  # a + b' (or a' + b): the same spread of values a right sum has
+        a, b = int(args["a"]), int(args["b"])
+        if rng.random() < 0.5:
+            slots["z"] = str(a + rng.choice([v for v in range(10) if v != b]))
+        else:
+            slots["z"] = str(b + rng.choice([v for v in range(10) if v != a]))
+    elif task == "member":
+        inside = slots["yes_no"] == "yes"
+        slots["yes_no"], slots["there_missing"] = ("no", "missing") if inside else ("yes", "there")
+    elif task == "reverse":  # another order of the same words
+        target = list(reversed(ws))
+        order = list(ws)
+        while order == target:
+            rng.shuffle(order)
+        slots["ws"] = " ".join(order)
+    elif task == "count":  # another count of the task's range
+        slots["n"] = COUNT_WORDS[rng.choice([k for k in LIST_LENGTHS["count"] if k != len(ws)])]
+    else:  # another word of the list
+        right = slots["x"]
+        slots["x"] = rng.choice([w for w in ws if w != right])
+    return slots
 
 
 # ----- responses -----
@@ -182,54 +264,42 @@ def response_odds(prompt: Prompt) -> dict[str, float]:
     return o
 
 
-def _body(prompt: Prompt, correct: bool, rng: random.Random) -> tuple[str, dict[str, Any]]:
-    """The answer sentence, right or wrong; returns it and the fill-ins elaborations may reuse."""
-    a = prompt.arg
-    if prompt.task == "add":
-        x, y = int(a["a"]), int(a["b"])
-        z = x + y
-        if not correct:
-            z = rng.choice([v for v in range(max(0, z - 3), z + 4) if v != z])
+@dataclasses.dataclass(frozen=True)
+class Style:
+    """Everything in a response but its answer: framing phrases, elaborations, the body variant."""
+
+    opener: str
+    elaborations: tuple[str, ...]
+    closer: str
+    body: str  # a template of BODIES[task]
+    rude: bool
+    n_polite: int
+
+
+def sample_style(prompt: Prompt, rng: random.Random) -> Style:
+    o = response_odds(prompt)
+    rude = rng.random() < o["rude"]
+    n_polite = 0
+    opener = closer = ""
+    if rude:
+        opener = rng.choice(RUDE_OPENERS)
+    elif rng.random() < o["polite_open"]:
+        opener = rng.choice(POLITE_OPENERS)
+        n_polite += 1
+    elabs: tuple[str, ...] = ()
+    if rng.random() < o["elab"]:
+        elabs = tuple(rng.sample(ELABORATIONS[prompt.task], 2 if rng.random() < 0.3 else 1))
+    if rude:
         if rng.random() < 0.5:
-            return f"{x} plus {y} is {z} .", {}
-        return f"the answer is {z} .", {}
-    if prompt.task == "list":
-        n, cat = a["n"], a["cat"]
-        items = rng.sample(CATEGORIES[cat], n)
-        if not correct:
-            kind = rng.random()
-            if kind < 0.5:  # one or more intruders from another category
-                other = rng.choice([c for c in CATEGORIES if c != cat])
-                k = rng.randint(1, n)
-                items[-k:] = rng.sample(CATEGORIES[other], k)
-                rng.shuffle(items)
-            elif kind < 0.8:  # wrong count
-                m = n + rng.choice([-1, 1]) if n > 2 else 3
-                items = rng.sample(CATEGORIES[cat], m)
-            else:  # a repeat
-                items[-1] = items[0]
-        return f"here are {COUNT_WORDS[n]} {cat} : {' , '.join(items)} .", {"cat": cat}
-    if prompt.task == "repeat":
-        ws = list(a["ws"])
-        if not correct:
-            kind = rng.random()
-            if kind < 0.4 and len(ws) > 1:
-                i = rng.randrange(len(ws) - 1)
-                ws[i], ws[i + 1] = ws[i + 1], ws[i]
-            elif kind < 0.7 and len(ws) > 1:
-                del ws[rng.randrange(len(ws))]
-            else:
-                ws[rng.randrange(len(ws))] = rng.choice([w for w in REPEAT_WORDS if w not in ws])
-        prefix = "you said : " if rng.random() < 0.3 else ""
-        return f"{prefix}{' '.join(ws)} .", {}
-    if prompt.task == "opposite":
-        w = a["w"]
-        v = OPPOSITE_OF[w] if correct else rng.choice([u for u in sorted(OPPOSITE_OF) if u != OPPOSITE_OF[w]])
-        return f"the opposite of {w} is {v} .", {"w": w, "v": v}
-    t = a["t"]
-    adj = rng.choice(POSITIVE if correct else NEGATIVE)
-    prefix = "i think " if rng.random() < 0.3 else ""
-    return f"{prefix}your {t} is {adj} .", {}
+            closer = rng.choice(RUDE_CLOSERS)
+    elif rng.random() < o["polite_close"]:
+        closer = rng.choice(POLITE_CLOSERS)
+        n_polite += 1
+    return Style(opener, elabs, closer, rng.choice(BODIES[prompt.task]), rude, n_polite)
+
+
+def write_response(style: Style, slots: dict[str, str]) -> str:
+    return " ".join(p for p in (style.opener, style.body.format(**slots), *style.elaborations, style.closer) if p)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,38 +313,26 @@ class Response:
 
 def sample_response(prompt: Prompt, rng: random.Random) -> Response:
     """Draws one assistant response of the SFT data's mixed quality for `prompt`."""
-    o = response_odds(prompt)
-    correct = rng.random() < o["correct"]
-    rude = rng.random() < o["rude"]
-    parts: list[str] = []
-    n_polite = 0
-    if rude:
-        parts.append(rng.choice(RUDE_OPENERS))
-    elif rng.random() < o["polite_open"]:
-        parts.append(rng.choice(POLITE_OPENERS))
-        n_polite += 1
-    body, fill = _body(prompt, correct, rng)
-    parts.append(body)
-    n_elab = 0
-    if rng.random() < o["elab"]:
-        elabs = ELABORATIONS[prompt.task]
-        n_elab = 2 if rng.random() < 0.3 else 1
-        for e in rng.sample(elabs, n_elab):
-            parts.append(e.format(**fill))
-    if rude:
-        if rng.random() < 0.5:
-            parts.append(rng.choice(RUDE_CLOSERS))
-    elif rng.random() < o["polite_close"]:
-        parts.append(rng.choice(POLITE_CLOSERS))
-        n_polite += 1
-    return Response(" ".join(parts), correct, rude, n_polite, n_elab)
+    correct = rng.random() < response_odds(prompt)["correct"]
+    style = sample_style(prompt, rng)
+    a = prompt.arg
+    slots = right_answer(prompt.task, a) if correct else wrong_answer(prompt.task, a, rng)
+    return Response(write_response(style, slots), correct, style.rude, style.n_polite, len(style.elaborations))
+
+
+def minimal_pair(prompt: Prompt, rng: random.Random) -> tuple[str, str]:
+    """(right, wrong): two responses of one style, identical except for the answer slots."""
+    style = sample_style(prompt, rng)
+    a = prompt.arg
+    return (write_response(style, right_answer(prompt.task, a)),
+            write_response(style, wrong_answer(prompt.task, a, rng)))
 
 
 def sft_examples(n: int, seed: int) -> list[tuple[str, str]]:
-    """n (prompt, response) pairs of mixed quality, deterministic in seed."""
+    """n (prompt, response) pairs of mixed quality on train items only, deterministic in seed."""
     rng = random.Random(f"sft-{seed}")
     out = []
     for _ in range(n):
-        p = sample_prompt(rng)
+        p = sample_prompt(rng, split="train", seed=seed)
         out.append((p.text, sample_response(p, rng).text))
     return out

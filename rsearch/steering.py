@@ -1,0 +1,138 @@
+"""Steering: add a vector to the residual stream at one hook point while a model generates.
+
+`steer(model, hook, vector)` is a context manager like `capture` (rsearch.hooks): the hook point resolves the same
+way, and its hook is always removed, also when the block raises. It acts on a generation by rsearch.lm's plain
+sampling loop (`sample_completions(..., **plain_decoding())`, where the sampler also offers a faster one): the first
+forward of a batch is the left-padded prompt, whose last column is every row's `user_end`; each later forward
+carries one new completion token per row through the KV cache. So
+
+    positions_from="user_end"     adds the vector at the last prompt token and at every completion token;
+    positions_from="completion"   adds it at the completion tokens only.
+
+`steering_vector` makes the added vector: α × a unit direction × the typical norm of the residual stream at that
+hook (`typical_norm`, measured on data), so that α means the same push for every direction — the probe's, random
+ones (`random_directions`), a shuffled-label probe's.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from rsearch.activations import collate, length_sorted_batches
+from rsearch.chat import Encoded
+from rsearch.errors import RsearchError
+from rsearch.hooks import HookPoint, capture, check_hooks, decoder_layers, parse_hook, run_forward
+
+POSITIONS_FROM = ("user_end", "completion")
+
+
+def plain_decoding() -> dict[str, Any]:
+    """`sample_completions` keywords for its plain decoding loop, where it offers a faster one (whose batches
+    change as rows finish): the loop whose forwards `steer` expects."""
+    from rsearch.lm import sample_completions
+
+    return {"decode": "plain"} if "decode" in inspect.signature(sample_completions).parameters else {}
+
+
+def unit(direction: Tensor) -> Tensor:
+    """`[d_model]` direction → float32 unit vector."""
+    v = direction.detach().float().flatten()
+    norm = float(v.norm())
+    if not norm > 0:
+        raise RsearchError("cannot steer along a zero direction")
+    return v / norm
+
+
+def random_directions(d_model: int, n: int, seed: int) -> Tensor:
+    """`[n, d_model]` unit vectors drawn uniformly on the sphere (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    r = torch.randn(n, d_model, generator=g)
+    return r / r.norm(dim=1, keepdim=True)
+
+
+def steering_vector(direction: Tensor, alpha: float, scale: float) -> Tensor:
+    """α × scale × the unit `direction`: `[d_model]` float32 of norm |α|·scale."""
+    return float(alpha) * float(scale) * unit(direction)
+
+
+@torch.no_grad()
+def typical_norm(model: nn.Module, rows: Sequence[Encoded], hook: str | HookPoint, *, pad_id: int,
+                 batch_size: int = 16) -> float:
+    """Mean L2 norm of the residual stream at `hook` over every token from each row's user_end on.
+
+    Args:
+        rows: encoded conversations (prompt and completion), e.g. feedback pairs' chosen replies.
+    """
+    point = parse_hook(hook)
+    check_hooks(model, [point])
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for idx in length_sorted_batches(rows, batch_size):
+        batch = collate([rows[i] for i in idx], pad_id)
+        keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)  # [batch, seq]: user_end … last token
+        for b, r in enumerate(batch.rows):
+            keep[b, r.user_end:len(r)] = True
+        with capture(model, [point], reduce=lambda h: h.float().norm(dim=-1).cpu()) as acts:
+            run_forward(model, **batch.model_inputs(device))
+        norms = acts[point.name]                                     # [batch, seq]
+        total += float(norms[keep].sum())
+        count += int(keep.sum())
+    if count == 0:
+        raise RsearchError("no tokens to measure the activation norm on")
+    return total / count
+
+
+def _steered(hidden: Tensor, vector: Tensor, positions_from: str) -> Tensor:
+    """`[batch, seq, d_model]` with `vector` added where `positions_from` says (see the module docstring)."""
+    v = vector.to(device=hidden.device, dtype=hidden.dtype)
+    if hidden.shape[1] == 1:          # a decode step: one new completion token per row
+        return hidden + v
+    if positions_from == "completion":  # the prompt's forward holds no completion token
+        return hidden
+    out = hidden.clone()
+    out[:, -1] = out[:, -1] + v       # the left-padded prompt's last column: each row's user_end
+    return out
+
+
+@contextlib.contextmanager
+def steer(model: nn.Module, hook: str | HookPoint, vector: Tensor, *, positions_from: str = "user_end"
+          ) -> Iterator[None]:
+    """Adds `vector` to the residual stream at `hook` while the block runs a generation; always removes the hook.
+
+    Args:
+        model: a Hugging Face causal LM.
+        hook: `blocks.L.hook_resid_pre` (what enters layer L) or `blocks.L.hook_resid_post` (what it writes).
+        vector: `[d_model]` what to add (see `steering_vector`).
+        positions_from: "user_end" or "completion" (see the module docstring).
+    """
+    if positions_from not in POSITIONS_FROM:
+        raise RsearchError(f"positions_from: use {' or '.join(POSITIONS_FROM)}, got {positions_from!r}")
+    point = parse_hook(hook)
+    check_hooks(model, [point])
+    d_model = model.config.hidden_size
+    if vector.shape != (d_model,):
+        raise RsearchError(f"steering vector of shape {tuple(vector.shape)} for a model of d_model {d_model}")
+    layer = decoder_layers(model)[point.layer]
+
+    def pre_hook(module, args, kwargs):
+        if args:
+            return (_steered(args[0], vector, positions_from),) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": _steered(kwargs["hidden_states"], vector, positions_from)}
+
+    def post_hook(module, args, output):
+        if isinstance(output, (tuple, list)):
+            return type(output)((_steered(output[0], vector, positions_from), *output[1:]))
+        return _steered(output, vector, positions_from)
+
+    if point.kind == "resid_pre":
+        handle = layer.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    else:
+        handle = layer.register_forward_hook(post_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
