@@ -147,3 +147,30 @@ def run_forward(model: nn.Module, **inputs) -> None:
         model(**inputs, use_cache=False)
     except _StopForward:
         pass
+
+
+@contextlib.contextmanager
+def edit_residual(model: nn.Module, point: HookPoint, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Replaces the residual stream at `point` by `edit(hidden)` (`[batch, seq, d_model]` → same) while the block
+    runs; the hook is always removed. Steering and patching both write through here."""
+    layer = decoder_layers(model)[point.layer]
+
+    def pre_hook(module, args, kwargs):
+        if args:
+            return (edit(args[0]),) + tuple(args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
+
+    def post_hook(module, args, output):
+        if isinstance(output, (tuple, list)):
+            return type(output)((edit(output[0]), *output[1:]))
+        return edit(output)
+
+    if point.kind == "resid_pre":
+        handle = layer.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    else:
+        handle = layer.register_forward_hook(post_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from rsearch.activations import collate
 from rsearch.chat import Encoded
 from rsearch.errors import RsearchError
-from rsearch.hooks import HookPoint, capture, check_hooks, decoder_layers, parse_hook, run_forward
+from rsearch.hooks import HookPoint, capture, check_hooks, edit_residual, parse_hook, run_forward
 from rsearch.lm import completion_span, device_of, span_logprobs
 from rsearch.positions import parse_position, token_indices
 
@@ -43,7 +43,6 @@ def patch(model: nn.Module, hook: str | HookPoint, source: Tensor, where: Tensor
     """
     point = parse_hook(hook)
     check_hooks(model, [point])
-    layer = decoder_layers(model)[point.layer]
 
     def mixed(hidden: Tensor) -> Tensor:
         if hidden.shape[:2] != where.shape or source.shape != hidden.shape:
@@ -52,24 +51,8 @@ def patch(model: nn.Module, hook: str | HookPoint, source: Tensor, where: Tensor
         w = where.to(hidden.device)[..., None]
         return torch.where(w, source.to(device=hidden.device, dtype=hidden.dtype), hidden)
 
-    def pre_hook(module, args, kwargs):
-        if args:
-            return (mixed(args[0]),) + tuple(args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": mixed(kwargs["hidden_states"])}
-
-    def post_hook(module, args, output):
-        if isinstance(output, (tuple, list)):
-            return type(output)((mixed(output[0]), *output[1:]))
-        return mixed(output)
-
-    if point.kind == "resid_pre":
-        handle = layer.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
-        handle = layer.register_forward_hook(post_hook)
-    try:
+    with edit_residual(model, point, mixed):
         yield
-    finally:
-        handle.remove()
 
 
 def _positions_mask(rows: Sequence[Encoded], position: str, seq: int) -> tuple[Tensor, list[list[int]]]:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from rsearch.activations import collate, length_sorted_batches
 from rsearch.chat import Encoded
 from rsearch.errors import RsearchError
-from rsearch.hooks import HookPoint, capture, check_hooks, decoder_layers, parse_hook, run_forward
+from rsearch.hooks import HookPoint, capture, check_hooks, edit_residual, parse_hook, run_forward
 
 POSITIONS_FROM = ("user_end", "completion")
 
@@ -116,23 +116,6 @@ def steer(model: nn.Module, hook: str | HookPoint, vector: Tensor, *, positions_
     d_model = model.config.hidden_size
     if vector.shape != (d_model,):
         raise RsearchError(f"steering vector of shape {tuple(vector.shape)} for a model of d_model {d_model}")
-    layer = decoder_layers(model)[point.layer]
 
-    def pre_hook(module, args, kwargs):
-        if args:
-            return (_steered(args[0], vector, positions_from),) + tuple(args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": _steered(kwargs["hidden_states"], vector, positions_from)}
-
-    def post_hook(module, args, output):
-        if isinstance(output, (tuple, list)):
-            return type(output)((_steered(output[0], vector, positions_from), *output[1:]))
-        return _steered(output, vector, positions_from)
-
-    if point.kind == "resid_pre":
-        handle = layer.register_forward_pre_hook(pre_hook, with_kwargs=True)
-    else:
-        handle = layer.register_forward_hook(post_hook)
-    try:
+    with edit_residual(model, point, lambda hidden: _steered(hidden, vector, positions_from)):
         yield
-    finally:
-        handle.remove()
