@@ -16,13 +16,11 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from bench_strategies import measure, organism_prefixes, organism_scorer, search, test_prompts
+from bench_strategies import measure, search, setup
 
 
 def main() -> int:
@@ -40,12 +38,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from rsearch.analysis.stats import paired_summary
-    from rsearch.exploitation import prompt_nll
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench_lambda_"))
-    org, scorer = organism_scorer(args.organism_size, work, args.probe)
-    prefixes = organism_prefixes(org, args.prefixes)
-    ref_nll = statistics.fmean(prompt_nll(scorer, test_prompts(org)))
+    org, scorer, prefixes, ref_nll = setup(args, "bench_lambda_")
     lambdas = [float(x) for x in args.lambdas.split(",")]
     print(f"organism {org.root}; {len(prefixes)} prefixes; {args.forwards:g} forward-equivalents each; "
           f"test prompts' mean NLL {ref_nll:.2f}")

@@ -126,6 +126,17 @@ def measure(scorer, results, answers: int, seed: int, top: bool = False) -> list
     return rows
 
 
+def setup(args, tmp_prefix: str):
+    """The organism, a user_end probe's scorer, the benchmark's prefixes, and the test prompts' mean token NLL (the
+    fluency reference) — what every search benchmark on the organism starts from."""
+    from rsearch.exploitation import prompt_nll
+
+    work = Path(args.work or tempfile.mkdtemp(prefix=tmp_prefix))
+    org, scorer = organism_scorer(args.organism_size, work, args.probe)
+    prefixes = organism_prefixes(org, args.prefixes)
+    return org, scorer, prefixes, statistics.fmean(prompt_nll(scorer, test_prompts(org)))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--organism-size", default="tiny")
@@ -142,12 +153,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from rsearch.analysis.stats import paired_summary
-    from rsearch.exploitation import prompt_nll
 
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench_strategies_"))
-    org, scorer = organism_scorer(args.organism_size, work, args.probe)
-    prefixes = organism_prefixes(org, args.prefixes)
-    ref_nll = statistics.fmean(prompt_nll(scorer, test_prompts(org)))
+    org, scorer, prefixes, ref_nll = setup(args, "bench_strategies_")
     names = args.strategies.split(",")
     if "random" not in names:
         names.insert(0, "random")
