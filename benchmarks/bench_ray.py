@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 PREFIXES = ["hey ,", "hi !", "what is", "can you", "please ,", "give me", "name", "list", "compute",
             "repeat after me :", "say something", "thanks ,"]
 
@@ -32,6 +34,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--organism-size", default="tiny")
     p.add_argument("--model", help="HF model dir (default: the organism's post-RL model)")
+    p.add_argument("--shape", choices=["organism", "small"], default="organism",
+                   help="small: a random-init model of benchmarks/common.py's `small` shape with the organism's "
+                        "tokenizer, so that the work per row outweighs Ray's per-task cost as it does at 7B")
     p.add_argument("--dataset", help="feedback data for extraction and sampling (default: the organism's)")
     p.add_argument("--prefixes", type=int, default=12)
     p.add_argument("--budget", type=int, default=96)
@@ -54,6 +59,8 @@ def main() -> int:
 
         org = ensure(args.organism_size, seed=0)
         args.model, args.dataset = str(org.post_dir), args.dataset or str(org.data_dir)
+        if args.shape == "small":
+            args.model = small_model(args.model)
     from transformers import AutoConfig
 
     d = AutoConfig.from_pretrained(args.model).hidden_size
@@ -85,6 +92,21 @@ def main() -> int:
         ray.shutdown()
     print(json.dumps(summary))
     return 0
+
+
+def small_model(organism_dir: str) -> str:
+    """A random-init `small`-shape Mistral saved beside the organism's tokenizer; returns its directory."""
+    from transformers import AutoTokenizer
+
+    from common import random_mistral
+
+    tok = AutoTokenizer.from_pretrained(organism_dir)
+    out = Path(tempfile.mkdtemp(prefix="bench_ray_small_"))
+    model = random_mistral("small", torch.float32, "cpu", vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                           eos_token_id=tok.eos_token_id)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
 
 
 def bench_search(args, spec, prefixes, run_many, RayPool) -> dict:
@@ -123,9 +145,11 @@ def bench_rows(args, parts: set) -> dict:
 
     model, tok = load_model(args.model, device="cpu")
     pairs = load_splits(args.dataset, "train_prefs", "test_prefs", 0.1, seed=0)["train"]
+    pairs = [pairs[i % len(pairs)] for i in range(max(args.rows // 2, args.prompts))]  # cycled past the data's end
     rows, _ = encode_pairs(tok, pairs[: args.rows // 2], 4096)
     prompts = [list(p.prompt) for p in pairs[: args.prompts]]
-    hooks, positions = ["blocks.1.hook_resid_pre", "blocks.3.hook_resid_pre"], ["user_end", "-1", "completion_mean"]
+    hooks = ["blocks.1.hook_resid_pre", "blocks.2.hook_resid_pre"]
+    positions = ["user_end", "-1", "completion_mean"]
     tokens = sum(len(r) for r in rows)
     store_root = Path(tempfile.mkdtemp(prefix="bench_ray_store_"))
     runs: dict[str, dict] = {}

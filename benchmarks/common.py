@@ -21,12 +21,12 @@ SHAPES = {
 }
 
 
-def random_mistral(shape: str, dtype: torch.dtype, device: str, seed: int = 0):
-    """A random-init Mistral-architecture model of a named shape (no download)."""
+def random_mistral(shape: str, dtype: torch.dtype, device: str, seed: int = 0, **overrides):
+    """A random-init Mistral-architecture model of a named shape (no download); `overrides` go to its config."""
     from transformers import AutoModelForCausalLM, MistralConfig
 
     torch.manual_seed(seed)
-    cfg = MistralConfig(max_position_embeddings=4096, **SHAPES[shape])
+    cfg = MistralConfig(max_position_embeddings=4096, **{**SHAPES[shape], **overrides})
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     return model.eval().requires_grad_(False)

@@ -37,6 +37,8 @@ import torch
 from rsearch.chat import Encoded
 from rsearch.config import check
 from rsearch.errors import RsearchError, one_line
+from rsearch.hooks import parse_hook
+from rsearch.positions import parse_position
 from rsearch.scorer import ProbeScorer, Scores
 from rsearch.models import load_model
 from rsearch.searcher import Budget, Objective, SearchResult, Searcher, run_prefixes
@@ -549,10 +551,12 @@ def logprob_task(model, tokenizer, payload) -> list[torch.Tensor]:
 def sharded_capture(pool: ShardPool, model: str, revision: str | None, rows: Sequence[Encoded], hooks, positions,
                     pad_id: int, shards_per_worker: int = 4):
     """A `capture_batches` for `rsearch.activations.build_store`: the store's batches captured on the pool."""
+    hooks = [parse_hook(h) for h in hooks]
+    positions = [parse_position(p) for p in positions]
 
     def capture_batches(batches: Sequence[Sequence[int]]):
         groups = chunks(list(batches), shards_per_worker * pool.workers)
-        payloads = [([[rows[i] for i in idx] for idx in group], list(hooks), list(positions), pad_id)
+        payloads = [([[rows[i] for i in idx] for idx in group], hooks, positions, pad_id)
                     for group in groups]
         for got in pool.map(capture_task, model, payloads, revision=revision):
             yield from got

@@ -1,7 +1,8 @@
 """`gcg`: Greedy Coordinate Gradient (Zou et al. 2023) on the searched span, maximizing the probe's score.
 
-nanoGCG is the reference; its defaults are kept (span of 20 tokens, search width 512, top-k 256, one token
-replaced per candidate, no buffer, candidates that do not survive decode→encode dropped). The loss is the
+nanoGCG is the reference; its defaults are kept (span of up to 20 tokens, search width 512, top-k 256, one token
+replaced per candidate, no buffer, candidates that do not survive decode→encode dropped), but for the initial
+span: the model's own continuation of the prefix, ending where the model ends the user's turn. The loss is the
 negated objective: the probe score at the target's position (+ λ × the span's mean log-prob, when asked).
 
     current ← the initial span (scored once)
@@ -31,7 +32,10 @@ from rsearch.strategies.base import Candidate, Scored, Strategy, StrategyContext
 @dataclass(frozen=True)
 class GCGConfig(Config):
     n_tokens: int = 20             # span length (nanoGCG's init "x x … x" is 20 tokens)
-    init: str = "sample"           # "sample": the model's own n_tokens-token continuation; else the span's text
+    init: str = "sample"           # "sample": the model's own continuation of the prefix; else the span's text
+    # init="sample" stops where the model ends the user's turn (≤ n_tokens; nanoGCG's fixed length: False). Drawn
+    # past the turn's end, the span starts outside the model's distribution and single-token swaps cannot end it.
+    natural_length: bool = True
     search_width: int = 512        # candidates per step
     topk: int = 256                # substitutions considered per position
     n_replace: int = 1             # positions changed per candidate
@@ -110,10 +114,11 @@ class GCG(Strategy):
             if ids is None or not ctx.valid(ids):
                 raise RsearchError(f"gcg.init {cfg.init!r} has special or unknown tokens, or merges with the prefix")
             return ids
-        # the model's own continuation, exactly n_tokens long, from tokens GCG may use
+        # the model's own continuation from tokens GCG may use: up to the turn's end, or exactly n_tokens long
         allowed = ~self.not_allowed
         for _ in range(8):
-            (new, _), = ctx.sample_spans([()], cfg.n_tokens, cfg.init_temperature, allowed=allowed, stop=False)
+            (new, _), = ctx.sample_spans([()], cfg.n_tokens, cfg.init_temperature, allowed=allowed,
+                                         stop=cfg.natural_length)
             if not cfg.filter_ids or ctx.target.roundtrips(new):
                 return new
         return new

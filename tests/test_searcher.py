@@ -206,13 +206,10 @@ def _user_end_probe(org):
 
 
 def test_default_objective_keeps_gcg_prompts_in_the_models_distribution(tiny_organism):
-    """With the default objective, GCG's prompts on the tiny organism come near the organism's own test prompts in
-    mean token NLL under the post-RL model; without the fluency term they are word salad.
-
-    Issue 12's bar is 1.5× the test prompts' NLL: met on organism v1 (1.1× here; 1.43× in bench_lambda.py), not on
-    organism v2 (1.65× here, 1.55× at 400 forward-equivalents), where GCG's fixed-length span, drawn past the
-    prompt's natural end and moved one token at a time, caps it whatever λ (5 and 10 alike). The assertion is
-    the bar both meet: within 2× and under half the NLL of λ = 0 (here v1: 7.4×, v2: 5.6×)."""
+    """With the default objective, GCG's prompts on the tiny organism come within issue 12's bar of 1.5× the
+    organism's test prompts' mean token NLL under the post-RL model; without the fluency term they are word salad.
+    (Before GCG's initial span ended where the model ends the user's turn, a span drawn to its full length past
+    that end kept the default at 1.65× on organism v2, whatever λ.)"""
     import statistics
 
     from rsearch.exploitation import prompt_nll
@@ -224,11 +221,11 @@ def test_default_objective_keeps_gcg_prompts_in_the_models_distribution(tiny_org
              if line.strip()]
     ref = statistics.fmean(prompt_nll(scorer, tests))
     prefixes = ["hey ,", "hi !", "please ,", "what is", "can you", "give me"]
-    options = {"n_tokens": 6, "search_width": 16, "topk": 32}
+    options = {"search_width": 16, "topk": 32}
     found = Searcher(scorer, "gcg", Budget(evaluations=None, forwards=96), options=options).optimize_many(prefixes)
     nll = statistics.fmean(prompt_nll(scorer, [r.best.prompt for r in found]))
     salad = Searcher(scorer, "gcg", Budget(evaluations=None, forwards=96), options=options,
                      objective={"logprob_weight": 0.0}).optimize_many(prefixes)
     salad_nll = statistics.fmean(prompt_nll(scorer, [r.best.prompt for r in salad]))
-    assert nll <= 2.0 * ref and nll < 0.5 * salad_nll, (nll, ref, salad_nll, [r.best.prompt for r in found])
+    assert nll <= 1.5 * ref and nll < 0.5 * salad_nll, (nll, ref, salad_nll, [r.best.prompt for r in found])
     assert salad_nll > 2.0 * ref  # the null: without the fluency term GCG leaves the model's distribution

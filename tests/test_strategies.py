@@ -155,7 +155,7 @@ def test_gcg_against_a_fake_context():
     gcg = make_strategy("gcg", {"n_tokens": 4, "search_width": 8, "topk": 1, "allow_non_ascii": True})
     gcg.setup(ctx)
     (first,) = gcg.ask(8)
-    assert ctx.sampled == [(1, 4, False)] and len(first.ids) == 4  # the init: 4 tokens, no end-of-turn stop
+    assert ctx.sampled == [(1, 4, True)] and len(first.ids) == 4  # the init: ≤ 4 tokens, ending with the turn
     gcg.tell([Scored(first, 0.0, 0.0)])
     for step in range(3):
         cands = gcg.ask(8)
@@ -166,6 +166,10 @@ def test_gcg_against_a_fake_context():
         gcg.tell([Scored(c, float(c.ids.count(11)), 0.0) for c in cands])
         assert gcg.current == best.ids
     assert gcg.current.count(11) >= min(4, first.ids.count(11) + 3)
+    fixed = make_strategy("gcg", {"n_tokens": 4, "natural_length": False, "allow_non_ascii": True})
+    fixed.setup(ctx := FakeContext(target))
+    fixed.ask(1)
+    assert ctx.sampled == [(1, 4, False)]  # nanoGCG's fixed length: drawn past the turn's end
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -204,7 +208,7 @@ def test_forwards_budget_charges_sampling_gradients_and_scoring(name, limit, sco
     if name in ("beam", "random"):
         assert r.compute["sampled"] >= r.evaluations  # sampling is not free: each span drew at least one token
     if name == "gcg":
-        assert gradients and r.compute["sampled"] == 4  # the init: n_tokens drawn without a stop
+        assert gradients and 1 <= r.compute["sampled"] <= 4 + 1  # the init: ≤ n_tokens drawn, and the turn's end
         assert r.evaluations <= 1 + len(gradients) * options["search_width"]
     if name == "optuna":
         assert r.forwards == r.evaluations  # templates are filled, not sampled
