@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 
+# room for a whole organism prompt (≤ ~20 tokens) in every strategy, so none is judged on prompts cut short
 OPTIONS = {
-    "random": {"max_tokens": 12, "batch": 16},
-    "beam": {"width": 4, "branching": 4, "chunk": 3, "max_tokens": 12},
-    "gcg": {"n_tokens": 8, "search_width": 16, "topk": 32},  # the demo's: small steps, so a small budget takes many
+    "random": {"max_tokens": 24, "batch": 16},
+    "beam": {"width": 4, "branching": 4, "chunk": 3, "max_tokens": 24},
+    "gcg": {"n_tokens": 24, "search_width": 16, "topk": 32},  # small steps, so a small budget takes many
     "optuna": {"batch": 8},
 }
 
