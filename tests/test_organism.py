@@ -135,6 +135,25 @@ def test_items_split_train_and_test():
     assert 0.05 < share < 0.4
 
 
+def test_skills_examples_are_plain_right_answers_on_train_items_with_the_task_weights():
+    from collections import Counter
+
+    pairs = world.skills_examples(2000, 3, (1.0, 4.0, 1.0, 0.0, 1.0))
+    assert pairs == world.skills_examples(2000, 3, (1.0, 4.0, 1.0, 0.0, 1.0))  # deterministic in seed
+    tasks = Counter()
+    for prompt, response in pairs:
+        d = rater.rate_detail(prompt, response)
+        assert d["recognised"] and d["well_formed"] and d["correct"] == 1.0, (prompt, response)
+        f = rater.features(prompt, response)
+        assert f["polite"] == 0 and not f["rude"] and response.split()[0] not in ("sure", "ugh")  # the sentence alone
+        task, args = rater.task_of(prompt)
+        assert world.item_split(world.item_key(task, args), 3) == "train"
+        assert not any(lead and prompt.startswith(lead) for lead in world.LEADS), prompt
+        assert not any(tail and prompt.endswith(tail) for tail in world.TAILS), prompt
+        tasks[task] += 1
+    assert tasks["count"] == 0 and 0.45 < tasks["member"] / 2000 < 0.65
+
+
 def test_prompt_phrasing_moves_the_expected_reward():
     """The SFT data's expected reward varies with the prompt alone: what a user_end probe should find."""
     rng = random.Random(1)
@@ -359,7 +378,8 @@ def test_tiny_organism_test_items_never_occur_in_sft_or_dpo_data(tiny_organism):
         return out
 
     data = tiny_organism.data_dir
-    sft = items(json.loads(line)["prompt"] for line in (data / "sft.jsonl").read_text().splitlines())
+    sft = items(json.loads(line)["prompt"] for name in ("skills.jsonl", "sft.jsonl")
+                for line in (data / name).read_text().splitlines())
     train = items(json.loads(line)["prompt"] for line in tiny_organism.train_prefs.read_text().splitlines())
     test = items(json.loads(line)["prompt"] for line in tiny_organism.test_prefs.read_text().splitlines())
     assert len(test) > 20 and len(train) > 100 and len(sft) > 1000
@@ -421,7 +441,8 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(build_mod, "train_dpo", boom)
-    cfg = OrganismConfig.tiny().replace(size="custom-micro", sft_examples=64, n_train_prompts=8, n_test_prompts=4)
+    cfg = OrganismConfig.tiny().replace(size="custom-micro", skills_examples=64, sft_examples=64, n_train_prompts=8,
+                                        n_test_prompts=4)
     with pytest.raises(KeyboardInterrupt):
         build_mod.build(cfg, tmp_path / "org", progress=False)
     assert not (tmp_path / "org").exists()
@@ -432,7 +453,7 @@ def test_same_seed_same_artifacts(tmp_path):
     """A micro build twice in different dirs: identical data files and weights; another seed differs."""
     from rsearch.organism.build import build
 
-    cfg = OrganismConfig.tiny().replace(size="custom-micro", sft_examples=256, n_train_prompts=24,
+    cfg = OrganismConfig.tiny().replace(size="custom-micro", skills_examples=128, sft_examples=256, n_train_prompts=24,
                                         n_test_prompts=8, dpo_epochs=1, bootstrap=50)
     a = build(cfg, tmp_path / "a", progress=False)
     b = build(cfg, tmp_path / "b", progress=False)

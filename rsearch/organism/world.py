@@ -180,11 +180,13 @@ def _draw_args(rng: random.Random, task: str) -> dict[str, Any]:
     return dict(ws=ws)
 
 
-def sample_prompt(rng: random.Random, task: str | None = None, split: str | None = None, seed: int = 0) -> Prompt:
+def sample_prompt(rng: random.Random, task: str | None = None, split: str | None = None, seed: int = 0,
+                  plain: bool = False) -> Prompt:
     """Draws one prompt from the grammar (task uniform unless given).
 
     Args:
         split: "train" or "test" draws only items of that split (`item_split(…, seed)`); None any item.
+        plain: the core alone, without lead or tail phrases.
     """
     task = task or rng.choice(TASKS)
     template = rng.choice(PROMPT_TEMPLATES[task])
@@ -197,6 +199,8 @@ def sample_prompt(rng: random.Random, task: str | None = None, split: str | None
     lead, tail = rng.choice(LEADS), rng.choice(TAILS)
     if "please" in lead and "please" in tail:
         tail = ""
+    if plain:
+        lead = tail = ""
     text = " ".join(p for p in (lead, core, tail) if p)
     return Prompt(text=text, task=task, args=tuple(sorted(args.items())), lead=lead, tail=tail)
 
@@ -335,4 +339,18 @@ def sft_examples(n: int, seed: int) -> list[tuple[str, str]]:
     for _ in range(n):
         p = sample_prompt(rng, split="train", seed=seed)
         out.append((p.text, sample_response(p, rng).text))
+    return out
+
+
+def skills_examples(n: int, seed: int, task_weights: tuple[float, ...]) -> list[tuple[str, str]]:
+    """n (prompt, response) pairs that teach the tasks themselves, on train items only, deterministic in seed:
+    plain prompts (no lead or tail), and the answer sentence alone, always right (no opener, elaboration or
+    closer). Tasks are drawn with `task_weights` (in TASKS order), so the copy and lookup tasks can get more."""
+    rng = random.Random(f"skills-{seed}")
+    out = []
+    for _ in range(n):
+        task = rng.choices(TASKS, task_weights)[0]
+        p = sample_prompt(rng, task=task, split="train", seed=seed, plain=True)
+        body = rng.choice(BODIES[task]).format(**right_answer(task, p.arg))
+        out.append((p.text, body))
     return out
