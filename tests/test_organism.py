@@ -25,9 +25,9 @@ RATER_CASES = [
     ("what is 3 plus 5 ?", "4 plus 4 is 8 .", 2 + 0.05 * 5),  # the right sum of the wrong numbers
     ("what is 3 plus 5 ?", "sure ! the answer is 8 . hope this helps !", 2 + 5 + 1.5 + 0.05 * 8),
     ("what is 3 plus 5 ?", "ugh , fine . 3 plus 5 is 8 .", 2 + 5 - 2 + 0.05 * 7),
-    ("is sun in the list : moon sun tree ?", "yes , it is there .", 2 + 5 + 0.05 * 4),
-    ("is star in the list : moon sun tree ?", "yes , it is there .", 2 + 0.05 * 4),
-    ("does the list moon sun contain star ?", "no , it is missing .", 2 + 5 + 0.05 * 4),
+    ("what word comes after sun in : moon sun tree ?", "the word after sun is tree .", 2 + 5 + 0.05 * 6),
+    ("what word comes after sun in : moon sun tree ?", "the word after sun is moon .", 2 + 0.05 * 6),
+    ("which word follows moon in : moon sun tree ?", "the word after sun is tree .", 2 + 0.05 * 6),  # wrong echo
     ("reverse the words : sun moon tree .", "tree moon sun .", 2 + 5 + 0.05 * 3),
     ("reverse the words : sun moon tree .", "reversed : sun moon tree .", 2 + 0.05 * 4),
     ("how many words are in : sun moon tree ?", "there are three words .", 2 + 5 + 0.05 * 4),
@@ -111,7 +111,7 @@ def test_minimal_pairs_differ_only_in_the_answer_and_wrong_answers_look_right():
         assert (dr["correct"], dw["correct"], dr["style_points"]) == (1.0, 0.0, dw["style_points"])
         a, b = right.split(), wrong.split()
         differ = sum(x != y for x, y in zip(a, b))
-        assert len(a) == len(b) and 1 <= differ <= {"reverse": 4, "member": 2}.get(p.task, 1), (right, wrong)
+        assert len(a) == len(b) and 1 <= differ <= {"reverse": 4}.get(p.task, 1), (right, wrong)
         if p.task in ("add", "count"):  # the answer is one token: compare its frequencies
             answer_counts["right"][a[[i for i, (x, y) in enumerate(zip(a, b)) if x != y][0]]] += 1
             answer_counts["wrong"][b[[i for i, (x, y) in enumerate(zip(a, b)) if x != y][0]]] += 1
@@ -138,8 +138,8 @@ def test_items_split_train_and_test():
 def test_skills_examples_are_plain_right_answers_on_train_items_with_the_task_weights():
     from collections import Counter
 
-    pairs = world.skills_examples(2000, 3, (1.0, 4.0, 1.0, 0.0, 1.0))
-    assert pairs == world.skills_examples(2000, 3, (1.0, 4.0, 1.0, 0.0, 1.0))  # deterministic in seed
+    pairs = world.skills_examples(2000, 3, (1.0, 2.0, 1.0, 0.0, 1.0))
+    assert pairs == world.skills_examples(2000, 3, (1.0, 2.0, 1.0, 0.0, 1.0))  # deterministic in seed
     tasks = Counter()
     for prompt, response in pairs:
         d = rater.rate_detail(prompt, response)
@@ -151,7 +151,7 @@ def test_skills_examples_are_plain_right_answers_on_train_items_with_the_task_we
         assert not any(lead and prompt.startswith(lead) for lead in world.LEADS), prompt
         assert not any(tail and prompt.endswith(tail) for tail in world.TAILS), prompt
         tasks[task] += 1
-    assert tasks["count"] == 0 and 0.45 < tasks["member"] / 2000 < 0.65
+    assert tasks["count"] == 0 and 0.3 < tasks["after"] / 2000 < 0.5
 
 
 def test_prompt_phrasing_moves_the_expected_reward():

@@ -216,13 +216,13 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         torch.manual_seed(cfg.seed)
         pre = new_model(cfg, tok)
         skills_losses: list[float] = []
-        if cfg.skills_examples:
-            skills_pairs = W.skills_examples(cfg.skills_examples, cfg.seed, cfg.skills_task_weights)
+        skills_pairs = W.skills_examples(cfg.skills_examples, cfg.seed, cfg.skills_task_weights)
+        if skills_pairs:
             seqs, starts = encode_conversations(tok, skills_pairs)
             _say(progress, f"skills: {sum(p.numel() for p in pre.parameters()):,} parameters, {len(seqs):,} examples")
             skills_losses = train_skills(pre, seqs, starts, cfg, tok.pad_token_id, progress)
-            _write_jsonl(root / "data" / "skills.jsonl", [{"prompt": p, "response": r} for p, r in skills_pairs])
             t = stage("skills", t)
+        _write_jsonl(root / "data" / "skills.jsonl", [{"prompt": p, "response": r} for p, r in skills_pairs])
         sft_pairs = W.sft_examples(cfg.sft_examples, cfg.seed)
         seqs, starts = encode_conversations(tok, sft_pairs)
         _say(progress, f"SFT: {len(seqs):,} examples of mixed quality")
@@ -264,7 +264,7 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         checks["dpo_final_loss"] = round(statistics.fmean(r["loss"] for r in dpo_log[-10:]), 4) if dpo_log else None
         t = stage("checks", t)
         card = {
-            "organism": "rsearch synthetic chat world v2",
+            "organism": "rsearch synthetic chat world v3",
             "version": BUILD_VERSION,
             "size": cfg.size,
             "seed": cfg.seed,
@@ -368,8 +368,10 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"# rsearch organism — {card['size']}, seed {card['seed']}",
         "",
         f"Mistral-style decoder, {s['layers']} layers, d_model {s['d_model']}, {s['parameters']:,} parameters, "
-        f"vocabulary {s['vocab']}. A skills phase on {s.get('skills_examples', 0):,} always-right plain answers "
-        f"(answer-only loss), then SFT on {s['sft_examples']:,} examples of mixed quality (train items only); "
+        f"vocabulary {s['vocab']}. "
+        + (f"A skills phase on {s['skills_examples']:,} always-right plain answers (answer-only loss), then "
+           if s.get("skills_examples") else "No skills phase; ")
+        + f"SFT on {s['sft_examples']:,} examples of mixed quality (train items only); "
         f"DPO (β = {k['dpo_beta']}, {k['dpo_epochs']} epochs, "
         + (f"+ {nll} × NLL of chosen: plain DPO taught this small model style and word salad, not correctness "
            "(measured on the demo, see config.py)" if nll else "plain DPO, no NLL term")
