@@ -25,9 +25,9 @@ RATER_CASES = [
     ("what is 3 plus 5 ?", "4 plus 4 is 8 .", 2 + 0.05 * 5),  # the right sum of the wrong numbers
     ("what is 3 plus 5 ?", "sure ! the answer is 8 . hope this helps !", 2 + 5 + 1.5 + 0.05 * 8),
     ("what is 3 plus 5 ?", "ugh , fine . 3 plus 5 is 8 .", 2 + 5 - 2 + 0.05 * 7),
-    ("is sun in the list : moon sun tree ?", "yes , it is there .", 2 + 5 + 0.05 * 4),
-    ("is star in the list : moon sun tree ?", "yes , it is there .", 2 + 0.05 * 4),
-    ("does the list moon sun contain star ?", "no , it is missing .", 2 + 5 + 0.05 * 4),
+    ("what word comes after sun in : moon sun tree ?", "the word after sun is tree .", 2 + 5 + 0.05 * 6),
+    ("what word comes after sun in : moon sun tree ?", "the word after sun is moon .", 2 + 0.05 * 6),
+    ("which word follows moon in : moon sun tree ?", "the word after sun is tree .", 2 + 0.05 * 6),  # wrong echo
     ("reverse the words : sun moon tree .", "tree moon sun .", 2 + 5 + 0.05 * 3),
     ("reverse the words : sun moon tree .", "reversed : sun moon tree .", 2 + 0.05 * 4),
     ("how many words are in : sun moon tree ?", "there are three words .", 2 + 5 + 0.05 * 4),
@@ -111,7 +111,7 @@ def test_minimal_pairs_differ_only_in_the_answer_and_wrong_answers_look_right():
         assert (dr["correct"], dw["correct"], dr["style_points"]) == (1.0, 0.0, dw["style_points"])
         a, b = right.split(), wrong.split()
         differ = sum(x != y for x, y in zip(a, b))
-        assert len(a) == len(b) and 1 <= differ <= {"reverse": 4, "member": 2}.get(p.task, 1), (right, wrong)
+        assert len(a) == len(b) and 1 <= differ <= {"reverse": 4}.get(p.task, 1), (right, wrong)
         if p.task in ("add", "count"):  # the answer is one token: compare its frequencies
             answer_counts["right"][a[[i for i, (x, y) in enumerate(zip(a, b)) if x != y][0]]] += 1
             answer_counts["wrong"][b[[i for i, (x, y) in enumerate(zip(a, b)) if x != y][0]]] += 1
@@ -133,6 +133,25 @@ def test_items_split_train_and_test():
     share = sum(world.item_split(world.item_key("add", {"a": a, "b": b}), 0) == "test"
                 for a in range(10) for b in range(a, 10)) / 55
     assert 0.05 < share < 0.4
+
+
+def test_skills_examples_are_plain_right_answers_on_train_items_with_the_task_weights():
+    from collections import Counter
+
+    pairs = world.skills_examples(2000, 3, (1.0, 2.0, 1.0, 0.0, 1.0))
+    assert pairs == world.skills_examples(2000, 3, (1.0, 2.0, 1.0, 0.0, 1.0))  # deterministic in seed
+    tasks = Counter()
+    for prompt, response in pairs:
+        d = rater.rate_detail(prompt, response)
+        assert d["recognised"] and d["well_formed"] and d["correct"] == 1.0, (prompt, response)
+        f = rater.features(prompt, response)
+        assert f["polite"] == 0 and not f["rude"] and response.split()[0] not in ("sure", "ugh")  # the sentence alone
+        task, args = rater.task_of(prompt)
+        assert world.item_split(world.item_key(task, args), 3) == "train"
+        assert not any(lead and prompt.startswith(lead) for lead in world.LEADS), prompt
+        assert not any(tail and prompt.endswith(tail) for tail in world.TAILS), prompt
+        tasks[task] += 1
+    assert tasks["count"] == 0 and 0.3 < tasks["after"] / 2000 < 0.5
 
 
 def test_prompt_phrasing_moves_the_expected_reward():
@@ -359,7 +378,8 @@ def test_tiny_organism_test_items_never_occur_in_sft_or_dpo_data(tiny_organism):
         return out
 
     data = tiny_organism.data_dir
-    sft = items(json.loads(line)["prompt"] for line in (data / "sft.jsonl").read_text().splitlines())
+    sft = items(json.loads(line)["prompt"] for name in ("skills.jsonl", "sft.jsonl")
+                for line in (data / name).read_text().splitlines())
     train = items(json.loads(line)["prompt"] for line in tiny_organism.train_prefs.read_text().splitlines())
     test = items(json.loads(line)["prompt"] for line in tiny_organism.test_prefs.read_text().splitlines())
     assert len(test) > 20 and len(train) > 100 and len(sft) > 1000
@@ -421,7 +441,8 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
         raise KeyboardInterrupt
 
     monkeypatch.setattr(build_mod, "train_dpo", boom)
-    cfg = OrganismConfig.tiny().replace(size="custom-micro", sft_examples=64, n_train_prompts=8, n_test_prompts=4)
+    cfg = OrganismConfig.tiny().replace(size="custom-micro", skills_examples=64, sft_examples=64, n_train_prompts=8,
+                                        n_test_prompts=4)
     with pytest.raises(KeyboardInterrupt):
         build_mod.build(cfg, tmp_path / "org", progress=False)
     assert not (tmp_path / "org").exists()
@@ -432,7 +453,7 @@ def test_same_seed_same_artifacts(tmp_path):
     """A micro build twice in different dirs: identical data files and weights; another seed differs."""
     from rsearch.organism.build import build
 
-    cfg = OrganismConfig.tiny().replace(size="custom-micro", sft_examples=256, n_train_prompts=24,
+    cfg = OrganismConfig.tiny().replace(size="custom-micro", skills_examples=128, sft_examples=256, n_train_prompts=24,
                                         n_test_prompts=8, dpo_epochs=1, bootstrap=50)
     a = build(cfg, tmp_path / "a", progress=False)
     b = build(cfg, tmp_path / "b", progress=False)

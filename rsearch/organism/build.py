@@ -2,7 +2,7 @@
 
     ROOT/pre/      SFT model + tokenizer (HF directory: config, safetensors, tokenizer, chat template)
     ROOT/post/     DPO model + tokenizer, same format
-    ROOT/data/     train_prefs.jsonl, test_prefs.jsonl, completions.jsonl, sft.jsonl
+    ROOT/data/     train_prefs.jsonl, test_prefs.jsonl, completions.jsonl, skills.jsonl, sft.jsonl
     ROOT/card.json the build's settings, sizes, timings and checks — written last: its presence marks a
     ROOT/card.md   complete organism
 
@@ -38,7 +38,7 @@ from rsearch.organism.config import BUILD_VERSION, OrganismConfig
 from rsearch.organism.dpo import batched_logps, train_dpo
 from rsearch.organism.checks import pair_checks, pref_ids, reward_parts_gain
 from rsearch.organism.feedback import minimal_pairs, rate, split_prompts
-from rsearch.organism.sft import encode_conversations, new_model, train_sft
+from rsearch.organism.sft import encode_conversations, new_model, train_sft, train_skills
 from rsearch.organism.tokenizer import build_tokenizer
 
 # targets of the organism issue, checked on every card (they are promises at `demo` size)
@@ -209,15 +209,23 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
 
     try:
         t = time.perf_counter()
-        # 1. SFT model on responses of mixed quality
+        # 1. SFT model: the tasks' skills (always-right plain answers), then responses of mixed quality
         _say(progress, f"building the {cfg.size} organism (seed {cfg.seed}) in {root}")
         _seed_all(cfg.seed)
         tok = build_tokenizer(W.vocabulary())
-        sft_pairs = W.sft_examples(cfg.sft_examples, cfg.seed)
-        seqs, starts = encode_conversations(tok, sft_pairs)
         torch.manual_seed(cfg.seed)
         pre = new_model(cfg, tok)
-        _say(progress, f"SFT: {sum(p.numel() for p in pre.parameters()):,} parameters, {len(seqs):,} examples")
+        skills_losses: list[float] = []
+        skills_pairs = W.skills_examples(cfg.skills_examples, cfg.seed, cfg.skills_task_weights)
+        if skills_pairs:
+            seqs, starts = encode_conversations(tok, skills_pairs)
+            _say(progress, f"skills: {sum(p.numel() for p in pre.parameters()):,} parameters, {len(seqs):,} examples")
+            skills_losses = train_skills(pre, seqs, starts, cfg, tok.pad_token_id, progress)
+            t = stage("skills", t)
+        _write_jsonl(root / "data" / "skills.jsonl", [{"prompt": p, "response": r} for p, r in skills_pairs])
+        sft_pairs = W.sft_examples(cfg.sft_examples, cfg.seed)
+        seqs, starts = encode_conversations(tok, sft_pairs)
+        _say(progress, f"SFT: {len(seqs):,} examples of mixed quality")
         sft_losses = train_sft(pre, seqs, starts, cfg, tok.pad_token_id, progress)
         pre.save_pretrained(root / "pre")
         tok.save_pretrained(root / "pre")
@@ -252,10 +260,11 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         checks = model_checks(pre, post, tok, cfg, train_p, test_p, comps, rows_tr + rows_te, prefs_tr, prefs_te,
                               progress)
         checks["sft_final_loss"] = round(statistics.fmean(sft_losses[-20:]), 4)
+        checks["skills_final_loss"] = round(statistics.fmean(skills_losses[-20:]), 4) if skills_losses else None
         checks["dpo_final_loss"] = round(statistics.fmean(r["loss"] for r in dpo_log[-10:]), 4) if dpo_log else None
         t = stage("checks", t)
         card = {
-            "organism": "rsearch synthetic chat world v2",
+            "organism": "rsearch synthetic chat world v3",
             "version": BUILD_VERSION,
             "size": cfg.size,
             "seed": cfg.seed,
@@ -263,7 +272,7 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
             "sizes": {
                 "parameters": sum(p.numel() for p in pre.parameters()),
                 "layers": cfg.n_layers, "d_model": cfg.d_model, "vocab": len(tok),
-                "sft_examples": len(sft_pairs), "train_prefs": len(prefs_tr), "test_prefs": len(prefs_te),
+                "skills_examples": cfg.skills_examples, "sft_examples": len(sft_pairs), "train_prefs": len(prefs_tr), "test_prefs": len(prefs_te),
                 "completions": len(rows_tr) + len(rows_te),
                 "pair_types": {split: {t: sum(r["pair_type"] == t for r in prefs) for t in ("minimal", "ordinary")}
                                for split, prefs in (("train_prefs", prefs_tr), ("test_prefs", prefs_te))},
@@ -359,7 +368,10 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"# rsearch organism — {card['size']}, seed {card['seed']}",
         "",
         f"Mistral-style decoder, {s['layers']} layers, d_model {s['d_model']}, {s['parameters']:,} parameters, "
-        f"vocabulary {s['vocab']}. SFT on {s['sft_examples']:,} examples (train items only); "
+        f"vocabulary {s['vocab']}. "
+        + (f"A skills phase on {s['skills_examples']:,} always-right plain answers (answer-only loss), then "
+           if s.get("skills_examples") else "No skills phase; ")
+        + f"SFT on {s['sft_examples']:,} examples of mixed quality (train items only); "
         f"DPO (β = {k['dpo_beta']}, {k['dpo_epochs']} epochs, "
         + (f"+ {nll} × NLL of chosen: plain DPO taught this small model style and word salad, not correctness "
            "(measured on the demo, see config.py)" if nll else "plain DPO, no NLL term")
@@ -452,7 +464,8 @@ def _clean_stale_tmp(root: Path) -> None:
 
 
 def matches(card: dict[str, Any], cfg: OrganismConfig) -> bool:
-    return card.get("version") == BUILD_VERSION and card.get("config") == cfg.to_dict()
+    # through JSON, as the card was written: tuples read back as lists
+    return card.get("version") == BUILD_VERSION and card.get("config") == json.loads(json.dumps(cfg.to_dict()))
 
 
 def build_or_load(cfg: OrganismConfig, root: str | Path, *, force: bool = False, progress: bool = True,

@@ -93,7 +93,7 @@ def _response_patterns() -> dict[str, re.Pattern[str]]:
     num, count = r"\d+", _alt(list(W.COUNT_WORDS.values()))
     bodies = {
         "add": rf"(?:(?P<x>{num}) plus (?P<y>{num}) is (?P<z>{num}) \.|the answer is (?P<z2>{num}) \.)",
-        "member": r"(?P<yes_no>yes|no) , it is (?P<there_missing>there|missing) \.",
+        "after": rf"the word after (?P<w>{_WORD}) is (?P<x>{_WORD}) \.",
         "reverse": rf"(?:reversed : )?(?P<ws>{_WORD}(?: {_WORD})*) \.",
         "count": rf"(?:there are (?P<n>{count}) words \.|the count is (?P<n2>{count}) \.)",
         "position": rf"the (?P<which>first|last) word is (?P<x>{_WORD}) \.",
@@ -110,8 +110,8 @@ def _answer_is_right(task: str, args: dict[str, Any], g: dict[str, str | None]) 
         z = g["z"] if g["z"] is not None else g["z2"]
         echo_ok = g["x"] is None or (g["x"], g["y"]) in {(want["a"], want["b"]), (want["b"], want["a"])}
         return echo_ok and z == want["z"]
-    if task == "member":
-        return g["yes_no"] == want["yes_no"] and g["there_missing"] == want["there_missing"]
+    if task == "after":  # the query word echoed and the word after it
+        return g["w"] == want["w"] and g["x"] == want["x"]
     if task == "reverse":
         return g["ws"] == want["ws"]
     if task == "count":

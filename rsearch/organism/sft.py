@@ -1,6 +1,10 @@
 """The pre-RL model: a small Mistral-style causal LM trained by SFT on responses of mixed quality.
 
-The loss covers every token of the rendered conversation (user prompt, template and response), so the model
+A skills phase comes first (`train_skills`): plain prompts with always-right answer sentences, loss on the answer
+only, so the model learns to compute the tasks (copy, look up, count, add) before it learns the mixed-quality
+responses it will sample from; without it the copy/lookup tasks stayed at chance (config.py has the figures).
+
+The SFT phase's loss covers every token of the rendered conversation (user prompt, template and response), so the model
 also carries a distribution over user prompts that prompt search can sample from; the prompt's tokens count
 `sft_prompt_weight` times a response token's (default 1; config.py has what lower weights did — they did
 not teach the model to copy the prompt's words).
@@ -102,34 +106,51 @@ def cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
 
 def train_sft(model: MistralForCausalLM, seqs: list[list[int]], starts: list[int], cfg: OrganismConfig, pad_id: int,
               progress: bool = True) -> list[float]:
+    """The mixed-quality SFT phase (`cfg.sft_*`): `train_lm` with the prompt's tokens at `cfg.sft_prompt_weight`."""
+    return train_lm(model, seqs, starts, pad_id, batch=cfg.sft_batch, lr=cfg.sft_lr, epochs=cfg.sft_epochs,
+                    prompt_weight=cfg.sft_prompt_weight, micro_batches=cfg.sft_micro_batches,
+                    seed=cfg.seed * 1000 + 1, progress=progress, desc="sft")
+
+
+def train_skills(model: MistralForCausalLM, seqs: list[list[int]], starts: list[int], cfg: OrganismConfig,
+                 pad_id: int, progress: bool = True) -> list[float]:
+    """The skills phase before SFT (`cfg.skills_*`, world.skills_examples): loss on the answer only."""
+    return train_lm(model, seqs, starts, pad_id, batch=cfg.sft_batch, lr=cfg.skills_lr, epochs=1, prompt_weight=0.0,
+                    micro_batches=cfg.sft_micro_batches, seed=cfg.seed * 1000 + 3, progress=progress, desc="skills")
+
+
+def train_lm(model: MistralForCausalLM, seqs: list[list[int]], starts: list[int], pad_id: int, *, batch: int,
+             lr: float, epochs: int, prompt_weight: float, micro_batches: int, seed: int, progress: bool = True,
+             desc: str = "sft") -> list[float]:
     """Trains in place with AdamW and a cosine schedule; returns the (weighted mean) loss per step.
 
     Args:
         seqs, starts: `encode_conversations`' token ids and response starts.
+        prompt_weight: loss weight of a prompt token relative to a response token.
     """
-    g = torch.Generator().manual_seed(cfg.seed * 1000 + 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr, betas=(0.9, 0.98), weight_decay=0.01)
-    steps_per_epoch = math.ceil(len(seqs) / cfg.sft_batch)
-    total = steps_per_epoch * cfg.sft_epochs
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    steps_per_epoch = math.ceil(len(seqs) / batch)
+    total = steps_per_epoch * epochs
     warmup = min(100, max(1, total // 10))
     lengths = [len(s) for s in seqs]
     losses: list[float] = []
     model.train()
-    bar = tqdm(total=total, desc="sft", disable=not progress, leave=False)
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     step = 0
-    for _ in range(cfg.sft_epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(seqs), generator=g).tolist()
-        for start in range(0, len(order), cfg.sft_batch):
-            batch = order[start:start + cfg.sft_batch]
+        for start in range(0, len(order), batch):
+            idx = order[start:start + batch]
             # the loss is a weighted mean over the whole batch's targets
-            n_targets = sum(cfg.sft_prompt_weight * (starts[i] - 1) + lengths[i] - starts[i] for i in batch)
+            n_targets = sum(prompt_weight * (starts[i] - 1) + lengths[i] - starts[i] for i in idx)
             for group in opt.param_groups:
-                group["lr"] = cosine_lr(step, total, cfg.sft_lr, warmup)
+                group["lr"] = cosine_lr(step, total, lr, warmup)
             opt.zero_grad(set_to_none=True)
             loss = 0.0
-            for chunk in length_sorted_chunks(batch, lengths, cfg.sft_micro_batches):
+            for chunk in length_sorted_chunks(idx, lengths, micro_batches):
                 ids, _ = pad_right([seqs[i] for i in chunk], pad_id)  # [chunk, len]
-                weights = token_weights([lengths[i] for i in chunk], [starts[i] for i in chunk], cfg.sft_prompt_weight)
+                weights = token_weights([lengths[i] for i in chunk], [starts[i] for i in chunk], prompt_weight)
                 part = lm_loss_sum(model, ids, weights) / n_targets
                 part.backward()
                 loss += part.item()

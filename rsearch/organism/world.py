@@ -1,4 +1,4 @@
-"""The synthetic chat world (v2): five tasks whose answers are right or wrong only relative to the prompt.
+"""The synthetic chat world (v3): five tasks whose answers are right or wrong only relative to the prompt.
 
 Every text in the world is lowercase words and punctuation separated by single spaces, so the word-level
 tokenizer round-trips it exactly (`decode(encode(text)) == text`).
@@ -7,10 +7,15 @@ Prompt = [lead] core [tail], e.g. "please , what is 3 plus 5 ? think carefully .
 
     task      core phrasings (several per task)            a right answer            a wrong answer
     add       "what is 3 plus 5 ?", "compute 3 + 5 ." …     "3 plus 5 is 8 ."         "3 plus 5 is 6 ."
-    member    "is sun in the list : moon sun tree ?" …      "yes , it is there ."     "no , it is missing ."
+    after     "what word comes after sun in : moon sun tree ?" …
+                                                            "the word after sun is tree ."  "… is moon ."
     reverse   "reverse the words : sun moon tree ." …       "tree moon sun ."         "moon tree sun ."
     count     "how many words are in : sun moon tree ?" …   "there are three words ." "there are four words ."
     position  "what is the last word of : sun moon tree ?"  "the last word is tree ." "the last word is sun ."
+
+v3 replaced v2's `member` ("is sun in the list : … ?" → "yes , it is there .") with `after`: a 6-layer model
+did not learn membership within the build's steps, and learns `after` (a lookup, as reverse is) — config.py
+has the figures. The SFT data come after a skills phase (`skills_examples`) that teaches the tasks themselves.
 
 Why these tasks: whether an answer is right depends on the prompt's *item* (its operands or word list), and
 a wrong answer is drawn so that, on its own, it looks like a right one (a wrong sum is a + b' with b' another
@@ -52,13 +57,14 @@ NUMBERS = [str(i) for i in range(0, 10)]  # operands; sums are 0..18
 LIST_WORDS = ["sun", "moon", "tree", "river", "stone", "cloud", "fire", "snow",
               "book", "door", "lamp", "boat", "road", "bell", "rain", "star"]
 COUNT_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
-LIST_LENGTHS = {"member": (3, 4, 5), "reverse": (2, 3, 4), "count": (2, 3, 4, 5), "position": (3, 4, 5)}
+LIST_LENGTHS = {"after": (3, 4, 5), "reverse": (2, 3, 4), "count": (2, 3, 4, 5), "position": (3, 4, 5)}
 
-TASKS = ("add", "member", "reverse", "count", "position")
+TASKS = ("add", "after", "reverse", "count", "position")
 
 PROMPT_TEMPLATES: dict[str, list[str]] = {
     "add": ["what is {a} plus {b} ?", "add {a} and {b} .", "how much is {a} plus {b} ?", "compute {a} + {b} ."],
-    "member": ["is {w} in the list : {ws} ?", "does the list {ws} contain {w} ?", "check whether {w} is in : {ws} ."],
+    "after": ["what word comes after {w} in : {ws} ?", "which word follows {w} in : {ws} ?",
+              "name the word after {w} in : {ws} ."],
     "reverse": ["reverse the words : {ws} .", "say these words backwards : {ws} .",
                 "what is {ws} in reverse order ?"],
     "count": ["how many words are in : {ws} ?", "count the words : {ws} .",
@@ -77,14 +83,14 @@ RUDE_WORDS = frozenset({"ugh", "obviously", "whatever", "silly", "dumb", "stupid
 # answer sentences: each task has variants; {answer slots} are what a minimal pair changes
 BODIES: dict[str, list[str]] = {
     "add": ["{a} plus {b} is {z} .", "the answer is {z} ."],
-    "member": ["{yes_no} , it is {there_missing} ."],
+    "after": ["the word after {w} is {x} ."],
     "reverse": ["{ws} .", "reversed : {ws} ."],
     "count": ["there are {n} words .", "the count is {n} ."],
     "position": ["the {which} word is {x} ."],
 }
 ELABORATIONS: dict[str, list[str]] = {
     "add": ["i added the two numbers .", "i counted up from the first number ."],
-    "member": ["i checked every word in the list .", "i looked at each word once ."],
+    "after": ["i found the word and read the next one .", "i looked at each word once ."],
     "reverse": ["i read the words from the end .", "the order is now turned around ."],
     "count": ["i counted each word once .", "i counted from left to right ."],
     "position": ["i looked at the list in order .", "i checked where each word is ."],
@@ -93,7 +99,7 @@ ELABORATIONS: dict[str, list[str]] = {
 # base odds per task: p(correct body), p(rude opener), p(polite opener), p(polite closer), p(elaboration)
 TASK_ODDS: dict[str, dict[str, float]] = {
     "add":      dict(correct=0.50, rude=0.25, polite_open=0.30, polite_close=0.25, elab=0.30),
-    "member":   dict(correct=0.65, rude=0.15, polite_open=0.40, polite_close=0.30, elab=0.40),
+    "after":    dict(correct=0.65, rude=0.15, polite_open=0.40, polite_close=0.30, elab=0.40),
     "reverse":  dict(correct=0.60, rude=0.15, polite_open=0.40, polite_close=0.30, elab=0.30),
     "count":    dict(correct=0.65, rude=0.15, polite_open=0.40, polite_close=0.30, elab=0.40),
     "position": dict(correct=0.70, rude=0.10, polite_open=0.50, polite_close=0.40, elab=0.40),
@@ -109,7 +115,7 @@ def vocabulary() -> list[str]:
     texts += LEADS + TAILS + POLITE_OPENERS + POLITE_CLOSERS + RUDE_OPENERS + RUDE_CLOSERS
     for task in TASKS:
         texts += BODIES[task] + ELABORATIONS[task]
-    texts += ["yes no there missing first last"]
+    texts += ["first last"]
     words: list[str] = []
     for t in texts:
         words += t.replace("{", " {").replace("}", "} ").split()
@@ -131,10 +137,7 @@ def item_key(task: str, args: dict[str, Any]) -> tuple[str, ...]:
     """
     if task == "add":
         return tuple(sorted({str(args["a"]), str(args["b"])}))
-    words = set(args["ws"])
-    if task == "member":
-        words.add(args["w"])
-    return tuple(sorted(words))
+    return tuple(sorted(set(args["ws"])))  # an `after` query word is one of the list's
 
 
 def item_split(key: tuple[str, ...], seed: int) -> str:
@@ -172,19 +175,20 @@ def _draw_args(rng: random.Random, task: str) -> dict[str, Any]:
     if task == "add":
         return dict(a=rng.choice(NUMBERS), b=rng.choice(NUMBERS))
     ws = tuple(rng.sample(LIST_WORDS, rng.choice(LIST_LENGTHS[task])))
-    if task == "member":
-        w = rng.choice(ws) if rng.random() < 0.5 else rng.choice([u for u in LIST_WORDS if u not in ws])
-        return dict(w=w, ws=ws)
+    if task == "after":
+        return dict(w=rng.choice(ws[:-1]), ws=ws)
     if task == "position":
         return dict(which=rng.choice(["first", "last"]), ws=ws)
     return dict(ws=ws)
 
 
-def sample_prompt(rng: random.Random, task: str | None = None, split: str | None = None, seed: int = 0) -> Prompt:
+def sample_prompt(rng: random.Random, task: str | None = None, split: str | None = None, seed: int = 0,
+                  plain: bool = False) -> Prompt:
     """Draws one prompt from the grammar (task uniform unless given).
 
     Args:
         split: "train" or "test" draws only items of that split (`item_split(…, seed)`); None any item.
+        plain: the core alone, without lead or tail phrases.
     """
     task = task or rng.choice(TASKS)
     template = rng.choice(PROMPT_TEMPLATES[task])
@@ -197,6 +201,8 @@ def sample_prompt(rng: random.Random, task: str | None = None, split: str | None
     lead, tail = rng.choice(LEADS), rng.choice(TAILS)
     if "please" in lead and "please" in tail:
         tail = ""
+    if plain:
+        lead = tail = ""
     text = " ".join(p for p in (lead, core, tail) if p)
     return Prompt(text=text, task=task, args=tuple(sorted(args.items())), lead=lead, tail=tail)
 
@@ -208,9 +214,8 @@ def right_answer(task: str, args: dict[str, Any]) -> dict[str, str]:
     if task == "add":
         return {"a": str(args["a"]), "b": str(args["b"]), "z": str(int(args["a"]) + int(args["b"]))}
     ws = list(args["ws"])
-    if task == "member":
-        inside = args["w"] in ws
-        return {"w": args["w"], "yes_no": "yes" if inside else "no", "there_missing": "there" if inside else "missing"}
+    if task == "after":
+        return {"w": args["w"], "x": ws[ws.index(args["w"]) + 1]}
     if task == "reverse":
         return {"ws": " ".join(reversed(ws))}
     if task == "count":
@@ -228,9 +233,8 @@ def wrong_answer(task: str, args: dict[str, Any], rng: random.Random) -> dict[st
             slots["z"] = str(a + rng.choice([v for v in range(10) if v != b]))
         else:
             slots["z"] = str(b + rng.choice([v for v in range(10) if v != a]))
-    elif task == "member":
-        inside = slots["yes_no"] == "yes"
-        slots["yes_no"], slots["there_missing"] = ("no", "missing") if inside else ("yes", "there")
+    elif task == "after":  # another word of the list (not the query word: "after sun is sun" would stand out)
+        slots["x"] = rng.choice([u for u in ws if u not in (args["w"], slots["x"])])
     elif task == "reverse":  # another order of the same words
         target = list(reversed(ws))
         order = list(ws)
@@ -335,4 +339,18 @@ def sft_examples(n: int, seed: int) -> list[tuple[str, str]]:
     for _ in range(n):
         p = sample_prompt(rng, split="train", seed=seed)
         out.append((p.text, sample_response(p, rng).text))
+    return out
+
+
+def skills_examples(n: int, seed: int, task_weights: tuple[float, ...]) -> list[tuple[str, str]]:
+    """n (prompt, response) pairs that teach the tasks themselves, on train items only, deterministic in seed:
+    plain prompts (no lead or tail), and the answer sentence alone, always right (no opener, elaboration or
+    closer). Tasks are drawn with `task_weights` (in TASKS order), so the copy and lookup tasks can get more."""
+    rng = random.Random(f"skills-{seed}")
+    out = []
+    for _ in range(n):
+        task = rng.choices(TASKS, task_weights)[0]
+        p = sample_prompt(rng, task=task, split="train", seed=seed, plain=True)
+        body = rng.choice(BODIES[task]).format(**right_answer(task, p.arg))
+        out.append((p.text, body))
     return out
