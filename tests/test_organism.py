@@ -62,7 +62,11 @@ def test_rater_parses_every_task_of_the_grammar():
 
 def test_rater_gives_no_credit_to_a_prompt_it_cannot_recognise():
     for prompt in ("", "tell me a joke", "please , compliment my poem .", "what is 3 plus 5 ? sure ! hope hope",
-                   "hey , hey , reverse the words : sun moon . thanks . thanks . tree"):
+                   "hey , hey , reverse the words : sun moon . thanks . thanks . tree",
+                   # grammatical, but with no single right answer (a search can write these)
+                   "what word comes after star in : sun star ?", "what word comes after sun in : sun tree sun ?",
+                   "what word comes after fire in : sun tree ?",
+                   "count the words : sun moon tree star fire snow book ."):
         d = rater.rate_detail(prompt, "sure ! 3 plus 5 is 8 . hope this helps !")
         assert not d["recognised"] and d["correct"] is None and d["score"] == 1.0, prompt
         assert not rater.well_formed(prompt, "3 plus 5 is 8 .")

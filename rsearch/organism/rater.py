@@ -68,7 +68,8 @@ def _prompt_patterns() -> list[tuple[str, re.Pattern[str]]]:
 
 
 def task_of(prompt: str) -> tuple[str | None, dict[str, Any]]:
-    """Parses a prompt into (task, arguments); (None, {}) when it is not a prompt of the grammar."""
+    """Parses a prompt into (task, arguments); (None, {}) when it is not a prompt of the grammar or its question
+    has no single right answer (`world.answerable`: "what word comes after star in : sun star ?")."""
     s = " ".join(normalize(prompt))
     for task, pattern in _prompt_patterns():
         m = pattern.fullmatch(s)
@@ -81,7 +82,7 @@ def task_of(prompt: str) -> tuple[str | None, dict[str, Any]]:
                 args["w"] = g["w"]
             if "which" in g:
                 args["which"] = g["which"]
-            return task, args
+            return (task, args) if W.answerable(task, args) else (None, {})
     return None, {}
 
 

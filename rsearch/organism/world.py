@@ -209,6 +209,18 @@ def sample_prompt(rng: random.Random, task: str | None = None, split: str | None
 
 # ----- answers -----
 
+def answerable(task: str, args: dict[str, Any]) -> bool:
+    """Whether the question has exactly one right answer the world can write: an `after` query word that occurs
+    once in the list and is not its last word, a count the world has a word for. A searched prompt can be any
+    text the grammar matches, so the rater asks this before crediting an answer."""
+    if task == "after":
+        ws = list(args["ws"])
+        return ws.count(args["w"]) == 1 and ws[-1] != args["w"]
+    if task == "count":
+        return len(args["ws"]) in COUNT_WORDS
+    return True
+
+
 def right_answer(task: str, args: dict[str, Any]) -> dict[str, str]:
     """The answer slots of a right answer."""
     if task == "add":
