@@ -220,7 +220,9 @@ def test_default_objective_keeps_gcg_prompts_in_the_models_distribution(tiny_org
     tests = [json.loads(line)["prompt"] for line in Path(tiny_organism.test_prefs).read_text().splitlines()
              if line.strip()]
     ref = statistics.fmean(prompt_nll(scorer, tests))
-    prefixes = ["hey ,", "hi !", "please ,", "what is", "can you", "give me"]
+    # openings of the test prompts: a prefix the organism's users never write ("can you") would put any prompt
+    # that starts with it outside their distribution, whatever the search appends
+    prefixes = list(dict.fromkeys(" ".join(t.split()[:2]) for t in tests))[:6]
     options = {"search_width": 16, "topk": 32}
     found = Searcher(scorer, "gcg", Budget(evaluations=None, forwards=96), options=options).optimize_many(prefixes)
     nll = statistics.fmean(prompt_nll(scorer, [r.best.prompt for r in found]))

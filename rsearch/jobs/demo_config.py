@@ -65,7 +65,7 @@ class SearchCheckConfig(Config):
         check_samples: completions sampled from the post-RL model per prompt to check a found prompt.
         random_prompts: test prompts forming the "random prompts" baseline.
         min_prefixes: prefixes searched at least (the prompt is the unit of Q5's statistics); when `prefixes`
-            gives fewer, the rest are the openings (first `opening_words` words) of seeded test prompts.
+            gives fewer, the rest are the openings (first `opening_words` words, then longer) of seeded test prompts.
         max_new_tokens, sample_batch_size, batch_size, n_boot: None takes the comparison's.
     """
 

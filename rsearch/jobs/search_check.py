@@ -25,16 +25,19 @@ log = logging.getLogger("rsearch.demo")
 
 
 def search_prefixes(cfg: SearchCheckConfig, test_split: str, dataset: str, seed: int) -> list[str]:
-    """The config's prefixes, then distinct openings (first `opening_words` words) of seeded test prompts until
-    there are `min_prefixes` (or the test prompts run out)."""
+    """The config's prefixes, then distinct openings (first `opening_words` words, then one word more, and so on)
+    of seeded test prompts until there are `min_prefixes` (or the test prompts run out)."""
     prefixes = list(dict.fromkeys(cfg.prefixes))
     if len(prefixes) >= cfg.min_prefixes:
         return prefixes
     texts = [user_text(m) for _, m in load_prompts(test_split, dataset, 100_000, seed)]
-    openings = sorted({" ".join(t.split()[:cfg.opening_words]) for t in texts
-                       if len(t.split()) > cfg.opening_words} - set(prefixes))
-    random.Random(seed).shuffle(openings)
-    return prefixes + openings[:cfg.min_prefixes - len(prefixes)]
+    words = cfg.opening_words
+    while len(prefixes) < cfg.min_prefixes and any(len(t.split()) > words for t in texts):
+        openings = sorted({" ".join(t.split()[:words]) for t in texts if len(t.split()) > words} - set(prefixes))
+        random.Random(seed).shuffle(openings)
+        prefixes += openings[:cfg.min_prefixes - len(prefixes)]
+        words += 1
+    return prefixes
 
 
 def run_search_check(cfg: SearchCheckConfig, seed: int, test_split: str, subjects: Subjects, sweep: SweepResult,
