@@ -194,11 +194,10 @@ def _listening_ips(pids: list[int]) -> list[str]:
 def test_local_ray_run_listens_on_loopback_only_and_stops_on_ctrl_c(tiny_search, tmp_path):
     _, probe = tiny_search
     prefixes = tmp_path / "prefixes.txt"
-    # enough prefixes that the run is still going when Ctrl-C comes, however idle the machine
+    # enough prefixes (512) that the run is still going when Ctrl-C comes, however idle the machine
     words = ("two", "five", "the", "cat", "dog", "bird", "nice", "good")
-    prefixes.write_text("\n".join(f"{lead} what is {w}" for lead in ("please ,", "hey ,", "hi !", "thanks .",
-                                                                     "please , hey ,", "hi ! please ,", "hey , hi !",
-                                                                     "thanks . hey ,") for w in words))
+    leads = ("please ,", "hey ,", "hi !", "thanks .", "please , hey ,", "hi ! please ,", "hey , hi !", "thanks . hey ,")
+    prefixes.write_text("\n".join(f"{lead} what is {w} {v}" for lead in leads for w in words for v in words))
     out = tmp_path / "ray"
     proc = _started(["run", "--probe", str(probe), "--out", str(out), "--strategy", "beam", "--prefixes",
                      str(prefixes), "--budget", "200", "--set", "width=2", "--workers", "2", "-q"])
@@ -212,7 +211,7 @@ def test_local_ray_run_listens_on_loopback_only_and_stops_on_ctrl_c(tiny_search,
     assert proc.returncode == 130 and seconds < 5, (proc.returncode, seconds, err)
     assert "interrupted" in err.splitlines()[-1] and "--resume" in err.splitlines()[-1]
     n = (out / "results.jsonl").read_text().count("\n")
-    assert 1 <= n < 64
+    assert 1 <= n < 512
 
     def ray_left() -> list[str]:
         left = []
