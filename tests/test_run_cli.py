@@ -97,8 +97,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tiny_search, tmp_path):
 
 def _started(cmd_args, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    # SIGINT as a terminal gives it, even when this test runs in a background job (which ignores SIGINT, and a
+    # child inherits that)
     return subprocess.Popen([sys.executable, "-m", "rsearch.cli", *cmd_args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_results(proc, results: Path, n: int, seconds: float = 300) -> None:
