@@ -212,7 +212,37 @@ def ensure_ray(workers: int, address: str | None = None, timeout: float = DEFAUL
     return True
 
 
-class RayPool:
+class _ActorPool:
+    """What both pools share: their actors (one class, restarted by Ray when they die), replacing a dead one, and
+    stopping them all (and the local cluster this pool started)."""
+
+    ray: Any
+    started: bool
+    actors: list
+
+    def _spawn(self, worker_cls: type, args: tuple, workers: int, gpus: int, max_restarts: int) -> None:
+        self._args = args
+        self._actor_cls = self.ray.remote(worker_cls).options(
+            num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=max_restarts, max_task_retries=0)
+        self.actors = [self._actor_cls.remote(*args) for _ in range(workers)]
+
+    def _replace_if_dead(self, k: int) -> None:
+        """A restarting actor takes new calls once it is back; a dead one (restarts spent) is replaced."""
+        try:
+            self.ray.get(self.actors[k].ping.remote(), timeout=300)
+        except self.ray.exceptions.RayActorError:
+            self.actors[k] = self._actor_cls.remote(*self._args)
+
+    def _stop(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        self.actors = []
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+
+class RayPool(_ActorPool):
     """`n` SearchWorker actors, restarted by Ray when they die.
 
     Args:
@@ -231,9 +261,7 @@ class RayPool:
         self.started = ensure_ray(workers, address, connect_timeout)
         self.spec = spec
         gpus = 1 if torch.cuda.is_available() and spec.device in ("auto", "cuda") else 0
-        self._actor_cls = ray.remote(SearchWorker).options(
-            num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=max_restarts, max_task_retries=0)
-        self.actors = [self._actor_cls.remote(spec) for _ in range(workers)]
+        self._spawn(SearchWorker, (spec,), workers, gpus, max_restarts)
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 600) -> None:
@@ -244,13 +272,6 @@ class RayPool:
             cause = getattr(e, "cause", None) or e
             msg = str(cause).strip().splitlines()
             raise RsearchError(f"a worker failed to start: {msg[-1] if msg else type(cause).__name__}") from None
-
-    def _replace_if_dead(self, k: int) -> None:
-        """A restarting actor takes new calls once it is back; a dead one (restarts spent) is replaced."""
-        try:
-            self.ray.get(self.actors[k].ping.remote(), timeout=300)
-        except self.ray.exceptions.RayActorError:
-            self.actors[k] = self._actor_cls.remote(self.spec)
 
     def map_search(self, todo: Sequence[tuple[int, str]], on_result: Callable[[int, SearchResult], None],
                    max_retries: int = 3) -> None:
@@ -316,11 +337,7 @@ class RayPool:
         return Scores(probe, logprob)
 
     def shutdown(self) -> None:
-        for a in self.actors:
-            self.ray.kill(a)
-        self.actors = []
-        if self.started:
-            self.ray.shutdown()
+        self._stop()
 
 
 # ----- the entry point -----
@@ -384,7 +401,7 @@ class ShardWorker:
         return task(loaded, tokenizer, payload)
 
 
-class ShardPool:
+class ShardPool(_ActorPool):
     """`workers` Ray actors that run `task(model, tokenizer, shard)` over shards of rows; results in shard order.
 
     Each idle worker takes the next shard; a worker that dies is restarted by Ray and its shard is retried.
@@ -407,11 +424,8 @@ class ShardPool:
         # one GPU per worker where the cluster has GPUs (the driver may be a CPU-only head node)
         gpus = 1 if device.startswith("cuda") or (device == "auto" and
                                                    self.ray.cluster_resources().get("GPU", 0) >= 1) else 0
-        self._args = (dtype, device, threads)
         self.workers = workers  # how the callers shard: fixed, whatever happens to the actors
-        self._actor_cls = self.ray.remote(ShardWorker).options(
-            num_cpus=0 if gpus else 1, num_gpus=gpus, max_restarts=max_restarts, max_task_retries=0)
-        self.actors = [self._actor_cls.remote(*self._args) for _ in range(workers)]
+        self._spawn(ShardWorker, (dtype, device, threads), workers, gpus, max_restarts)
         try:
             self.ray.get([a.ping.remote() for a in self.actors], timeout=start_timeout)
         except self.ray.exceptions.RayActorError as e:
@@ -478,19 +492,8 @@ class ShardPool:
                 finish_one()
             yield results.pop(i)
 
-    def _replace_if_dead(self, k: int) -> None:
-        try:
-            self.ray.get(self.actors[k].ping.remote(), timeout=300)
-        except self.ray.exceptions.RayActorError:
-            self.actors[k] = self._actor_cls.remote(*self._args)
-
     def close(self) -> None:
-        for a in self.actors:
-            self.ray.kill(a)
-        self.actors = []
-        if self.started:
-            self.ray.shutdown()
-            self.started = False
+        self._stop()
 
 
 def chunks(items: Sequence[Any], n_shards: int) -> list[list[Any]]:

@@ -272,7 +272,8 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
             "sizes": {
                 "parameters": sum(p.numel() for p in pre.parameters()),
                 "layers": cfg.n_layers, "d_model": cfg.d_model, "vocab": len(tok),
-                "skills_examples": cfg.skills_examples, "sft_examples": len(sft_pairs), "train_prefs": len(prefs_tr), "test_prefs": len(prefs_te),
+                "skills_examples": cfg.skills_examples, "sft_examples": len(sft_pairs),
+                "train_prefs": len(prefs_tr), "test_prefs": len(prefs_te),
                 "completions": len(rows_tr) + len(rows_te),
                 "pair_types": {split: {t: sum(r["pair_type"] == t for r in prefs) for t in ("minimal", "ordinary")}
                                for split, prefs in (("train_prefs", prefs_tr), ("test_prefs", prefs_te))},
