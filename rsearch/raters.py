@@ -15,15 +15,13 @@ user's text or the conversation as a list of {role, content} messages.
 """
 from __future__ import annotations
 
-import importlib
-import re
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from rsearch.errors import RsearchError
+from rsearch.plugins import is_spec, load_object
 
 KEYWORDS = ("auto", "organism", "none")
-_CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 Prompt = Any  # str, or a list of {role, content} messages
 
 
@@ -127,7 +125,7 @@ def check_spec(spec: str) -> str:
         if not (p / "config.json").is_file():
             raise RsearchError(f"rater {spec}: a directory without config.json is not a Hugging Face model")
         return spec
-    if _CALLABLE.match(spec):
+    if is_spec(spec):
         return spec
     if "/" in spec or spec.startswith((".", "~")):
         raise RsearchError(f"rater directory not found: {spec}")
@@ -151,13 +149,7 @@ def load_rater(spec: str | None, *, device: str = "auto", dtype: str = "float32"
     if Path(spec).expanduser().is_dir():
         return HFRewardModel(str(Path(spec).expanduser()), device=device, dtype=dtype, batch_size=batch_size,
                              trust_remote_code=trust_remote_code)
-    module_name, attr = spec.split(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), attr)
-    except ImportError as e:
-        raise RsearchError(f"rater {spec}: cannot import {module_name} ({e})") from None
-    except AttributeError:
-        raise RsearchError(f"rater {spec}: {module_name} has no {attr!r}") from None
+    fn = load_object(spec, "rater")
     if not callable(fn):
         raise RsearchError(f"rater {spec}: {attr} is not callable")
     return CallableRater(fn, spec)
