@@ -17,6 +17,7 @@ from torch import Tensor
 
 from rsearch.config import Config
 from rsearch.errors import RsearchError
+from rsearch.plugins import load_object
 from rsearch.targets import Target
 
 
@@ -127,14 +128,30 @@ def register(cls: type[Strategy]) -> type[Strategy]:
     return cls
 
 
+def strategy_class(name_or_spec: str) -> type[Strategy]:
+    """A registered strategy by name, or a `module.path:Class` from outside the package (a Strategy subclass
+    with a name and a Config)."""
+    import rsearch.strategies  # noqa: F401  (registers the built-in strategies; that package imports this module)
+
+    if ":" not in name_or_spec:
+        if name_or_spec not in REGISTRY:
+            raise RsearchError(f"unknown strategy {name_or_spec!r}: choose from {', '.join(sorted(REGISTRY))} "
+                               f"or give module.path:Class")
+        return REGISTRY[name_or_spec]
+    cls = load_object(name_or_spec, "strategy")
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise RsearchError(f"strategy {name_or_spec}: not a subclass of rsearch.strategies.Strategy")
+    if not isinstance(getattr(cls, "name", None), str) or not (
+            isinstance(getattr(cls, "Config", None), type) and issubclass(cls.Config, Config)):
+        raise RsearchError(f"strategy {name_or_spec}: set a `name` and a `Config` (an rsearch.config.Config)")
+    return cls
+
+
 def make_strategy(name_or_instance: str | Strategy, options: dict | None = None) -> Strategy:
-    """A registered strategy by name (with options), or the instance given."""
+    """A strategy by registered name or `module.path:Class` (with options, checked by its Config), or the
+    instance given."""
     if isinstance(name_or_instance, Strategy):
         if options:
             raise RsearchError("options are given to a strategy instance's constructor, not here")
         return name_or_instance
-    import rsearch.strategies  # noqa: F401  (registers the built-in strategies)
-
-    if name_or_instance not in REGISTRY:
-        raise RsearchError(f"unknown strategy {name_or_instance!r}: choose from {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name_or_instance](options or {})
+    return strategy_class(name_or_instance)(options or {})

@@ -8,7 +8,7 @@ from scipy.stats import binomtest
 from rsearch.analysis.baselines import PairTruth, accuracies, against_baselines, mcnemar, outcomes, strongest_text
 from rsearch.analysis.expected_reward import (group_mean_prediction, r_difference, split_half_reliability,
                                               within_group_r)
-from rsearch.report.verdicts import q1_verdict, versus
+from rsearch.study.probes import q1_verdict, versus
 
 
 def test_mcnemar_is_the_exact_binomial_test_of_discordant_pairs():

@@ -9,7 +9,8 @@ import pytest
 
 from rsearch.jobs.demo import STAGES, run_demo
 from rsearch.jobs.demo_config import DemoConfig
-from rsearch.report import answers, render_markdown
+from rsearch.report.build import answers
+from rsearch.report.render import render_markdown
 
 SMALL = {"organism_size": "tiny",
          "train_probe": {"positions": ["user_end", "completion_mean", "-1"], "max_train": 300, "max_test": 80,
@@ -107,8 +108,7 @@ def test_answers_follow_the_numbers(demo):
 def test_q1_weighs_the_probe_against_the_bag_of_words(demo):
     """Q1's table holds the probe beside the text baseline, the DPO reward and the log-prob per cell; its verdict
     follows the rule (yes only when the probe beats the bag of words); user_end reads the expected reward."""
-    from rsearch.report.render import _tables
-    from rsearch.report.verdicts import q1_numbers
+    from rsearch.study.probes import q1_numbers, q1_table
     from rsearch.results import SweepResult
 
     cfg, report = demo
@@ -121,7 +121,7 @@ def test_q1_weighs_the_probe_against_the_bag_of_words(demo):
     # strongest cells: ranked by validation, not by test
     vals = [t["val_pairwise_acc"] for t in q1["top"]]
     assert vals == sorted(vals, reverse=True)
-    head, rows = _tables(report)["Q1"]
+    head, rows = q1_table(report["Q1"])
     assert {"bag of words (p)", "DPO reward (p)", "log-prob (p)", "probe − bag of words"} <= set(head)
     a1 = report["answers"][0]
     assert "bag of words" in a1["answer"] and a1["verdict"] == ("yes" if q1["verdict"] == "beats_text" else "no")
@@ -167,3 +167,20 @@ def test_cli_bad_config_is_one_line(tmp_path, capsys):
     assert main(["demo", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "demo.compare: unknown option 'n_prompts'" in err[0]
+
+
+def test_a_stage_from_outside_the_package_runs_and_has_its_section(demo):
+    """tests/toy.py's stage, named in the config alone: the built-in stages are reused, the toy runs after the
+    sweep it reads, and its section is in report.json, report.md and report.html (rendered again from the JSON)."""
+    from pathlib import Path
+
+    cfg, _ = demo
+    report = run_demo(cfg.replace(stages=("tests.toy:ToyStage",), stage_options={"toy": {"top": 3}}))
+    assert report["reused_stages"] == list(STAGES)
+    toy = json.loads((Path(cfg.out) / "toy" / "toy.json").read_text())
+    assert report["Toy"] == {"n_cells": toy["n_cells"], "top_layers": toy["top_layers"]} and len(toy["top_layers"]) == 3
+    assert [a["id"] for a in report["answers"]][-1] == "Toy"
+    md = (Path(cfg.out) / "report.md").read_text()
+    assert "## Toy: details" in md and "| rank | layer |" in md
+    assert render_markdown(json.loads((Path(cfg.out) / "report.json").read_text())) == md
+    assert "<h2>Toy: details</h2>" in (Path(cfg.out) / "report.html").read_text()

@@ -159,8 +159,7 @@ def test_per_layer_on_the_tiny_organism():
 def test_q4_verdict_and_wording_follow_the_nulls():
     """The same cosine is "aligned" against a low null and "no" against a higher (activation-shaped) one; the
     "what the model writes" sentence follows its own null."""
-    from rsearch.report.answers import _a4
-    from rsearch.report.verdicts import q4_numbers
+    from rsearch.study.direction import answer_q4 as _a4, q4_numbers
     from rsearch.results import DirectionResult
 
     p = _probe(32)

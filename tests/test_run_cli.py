@@ -44,6 +44,24 @@ def test_run_prints_table_streams_results_and_plots(tiny_search, tmp_path, capsy
     assert "--resume" in capsys.readouterr().err
 
 
+def test_a_strategy_from_outside_the_package_runs_from_the_command_line(tiny_search, tmp_path):
+    """`rsearch run --strategy tests.toy:Toy`, as a user types it in the repository (the console script, whose
+    sys.path does not hold the current directory), with the strategy's own option checked by its Config."""
+    _, probe = tiny_search
+    exe = Path(sys.executable).with_name("rsearch")
+    args = [str(exe), *base_args(probe, tmp_path / "toy", "--strategy", "tests.toy:Toy", "--prefix", "what is",
+                                 "--budget", "8", "--set", "width=2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (line,) = (tmp_path / "toy" / "results.jsonl").read_text().splitlines()
+    assert json.loads(line)["result"]["evaluations"] == 8
+    assert (tmp_path / "toy" / "best_so_far_tests.toy_Toy.png").is_file()
+    bad = subprocess.run(args[:-1] + ["width=0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip() == "rsearch: error: toy.width: must be at least 1, got 0"
+
+
 def test_options_file_and_other_strategies(tiny_search, tmp_path, capsys):
     _, probe = tiny_search
     opts = tmp_path / "opts.yaml"

@@ -90,6 +90,8 @@ def test_no_stale_stage_on_any_field_change():
     tested = set()
     for section, f, hint in leaf_fields():
         where = f"{section}.{f.name}" if section else f.name
+        if section is None and f.name in ("stages", "stage_options"):
+            continue  # extra stages: test_an_extra_stage_is_keyed_by_its_options_and_inputs_alone
         current = getattr(getattr(base_cfg, section) if section else base_cfg, f.name)
         new = other_value(f.name, current, hint)
         change = {section: {f.name: new}} if section else {f.name: new}
@@ -114,3 +116,33 @@ def test_search_takes_the_comparisons_sampling_settings_unless_set():
     assert (resolved.max_new_tokens, resolved.sample_batch_size, resolved.n_boot) == (48, 256, 2000)
     own = cfg.replace(search={"max_new_tokens": 12}).search.resolved(cfg.compare)
     assert own.max_new_tokens == 12 and own.sample_batch_size == 256
+
+
+def test_an_extra_stage_is_keyed_by_its_options_and_inputs_alone():
+    """An extra stage leaves the built-in stages' keys as they were; its options change its key alone, and a change
+    upstream of it (the sweep) reruns it too."""
+    base = stage_keys(DemoConfig(), SUBJECTS)
+    cfg = DemoConfig().replace(stages=("tests.toy:ToyStage",))
+    with_toy = stage_keys(cfg, SUBJECTS)
+    assert {k: v for k, v in with_toy.items() if k != "toy"} == base and "toy" in with_toy
+    other = stage_keys(cfg.replace(stage_options={"toy": {"top": 5}}), SUBJECTS)
+    assert {k for k in other if other[k] != with_toy[k]} == {"toy"}
+    upstream = stage_keys(cfg.replace(train_probe={"max_train": 10}), SUBJECTS)
+    assert upstream["toy"] != with_toy["toy"] and upstream["source"] != with_toy["source"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"stages": ("tests.toy:NoSuch",)}, "tests.toy has no 'NoSuch'"),
+    ({"stages": ("tests.toy:ToyResult",)}, "not a subclass of rsearch.study.Stage"),
+    ({"stages": ("nowhere.at_all:Stage",)}, "cannot import nowhere.at_all"),
+    ({"stages": ("probez",)}, "unknown stage 'probez'"),
+    ({"stage_options": {"toy": {"top": 2}}}, "stage_options.toy: no stage 'toy'"),
+    ({"stages": ("tests.toy:ToyStage",), "stage_options": {"toy": {"tpo": 2}}}, "unknown option 'tpo'"),
+    ({"stages": ("tests.toy:ToyStage",), "stage_options": {"toy": {"top": 0}}}, "top: must be at least 1"),
+    ({"search": {"strategies": ("beam", "nosuch")}}, "unknown strategy 'nosuch'"),
+    ({"search": {"options": {"beem": {"width": 2}}}}, "unknown strategy 'beem'"),
+    ({"search": {"options": {"beam": {"widht": 2}}}}, "unknown option 'widht'"),
+])
+def test_bad_stages_and_strategies_fail_before_any_stage_runs(change, message):
+    with pytest.raises(RsearchError, match=message):
+        DemoConfig().replace(**change)

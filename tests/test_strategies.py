@@ -4,7 +4,6 @@ against finite differences of the probe score."""
 from __future__ import annotations
 
 import itertools
-import pickle
 import random
 
 import pytest
@@ -21,18 +20,23 @@ from rsearch.strategies.gcg import filter_ids, sample_ids_from_grad
 from rsearch.targets import make_target
 from rsearch.strategies.mined_templates import TEMPLATE, mine_slots, mined_slots
 from rsearch.strategies.optuna_templates import Template
+from rsearch.strategies.testing import StrategyContract, check_strategy
 from tiny import ARCHS, feedback_records, tiny_bpe_tokenizer, tiny_model, tiny_tokenizer, write_jsonl
 
 BUDGET = 20
 
 
-@pytest.fixture(scope="module")
-def scorer():
+def tiny_scorer():
     probe = make_probe("linear", 32)
     with torch.no_grad():
         probe.weight.copy_(torch.randn(32, generator=torch.Generator().manual_seed(1)))
     return ProbeScorer(probe, tiny_model("llama"), tiny_tokenizer(),
                        metadata={"hook": "blocks.2.hook_resid_pre", "position": "-1", "model": "tiny"})
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return tiny_scorer()
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +58,6 @@ def small_options(name, template):
             "optuna": {"template": template, "batch": 4, "n_startup_trials": 4}}.get(name, {})
 
 
-def spy(cls, log):
-    """The strategy class, recording every ask's n and answer."""
-
-    class Spy(cls):
-        def ask(self, n):
-            out = super().ask(n)
-            log.append((n, list(out)))
-            return out
-
-    Spy.name = cls.name
-    return Spy
-
-
 def test_builtins_are_registered():
     assert {"beam", "gcg", "optuna", "random"} <= set(REGISTRY)
     with pytest.raises(RsearchError, match="unknown strategy 'nope'"):
@@ -80,44 +71,44 @@ def test_builtins_are_registered():
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 @pytest.mark.parametrize("target", ["prompt", "completion"])
 def test_strategy_contract(name, target, scorer, tiny_template):
-    options = small_options(name, tiny_template)
-    log: list = []
-    searcher = Searcher(scorer, spy(REGISTRY[name], log), BUDGET, options=options, target=target, seed=7)
-    result = searcher.optimize("what is")
-    frame = scorer.target(target, "what is")
-    # valid token ids: every candidate asked for is a non-empty span of real, non-special tokens
-    for n, asked in log:
-        assert 1 <= n <= BUDGET
-        assert len(asked) <= n, f"{name} answered ask({n}) with {len(asked)} candidates"
-        for c in asked:
-            assert frame.valid(c.ids), c
-            assert c.text == frame.decode(c.ids)
-    # budget respected: evaluations never exceed it (and a strategy that is not exhausted uses it all)
-    assert result.evaluations <= BUDGET
-    assert sum(len(a) for _, a in log) == result.evaluations
-    if name != "optuna":
-        assert result.evaluations == BUDGET
-    # best-so-far never decreases, one entry per evaluation, ending at the best
-    curve = result.best_so_far
-    assert len(curve) == result.evaluations
-    assert all(b >= a for a, b in zip(curve, curve[1:]))
-    assert curve[-1] == pytest.approx(result.best_score)
-    assert [f.score for f in result.top] == sorted((f.score for f in result.top), reverse=True)
-    assert len({f.ids for f in result.top}) == len(result.top)
-    # seeded reproducibility: the same seed gives the same result, another seed (usually) not
-    again = Searcher(scorer, name, BUDGET, options=options, target=target, seed=7).optimize("what is")
-    assert again == result
+    check_strategy(name, scorer, options=small_options(name, tiny_template), target=target, budget=BUDGET,
+                   exhausts=name != "optuna")
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_strategy_pickle_round_trip(name, scorer, tiny_template):
-    """Strategies travel to Ray workers: one survives a pickle round trip and then searches the same."""
-    strategy = make_strategy(name, small_options(name, tiny_template))
-    clone = pickle.loads(pickle.dumps(strategy))
-    assert type(clone) is type(strategy) and clone.config == strategy.config
-    # the clone searches exactly as the original does
-    run = [Searcher(scorer, x, BUDGET, seed=3).optimize("what is") for x in (strategy, clone)]
-    assert run[0] == run[1]
+class TestToyFromOutsideThePackage(StrategyContract):
+    """An outside author's strategy through the shipped contract test case (here on the tiny test model)."""
+
+    strategy = "tests.toy:Toy"
+    options = {"width": 3}
+
+    @pytest.fixture(scope="class")
+    def scorer(self):
+        return tiny_scorer()
+
+
+def test_the_contract_catches_a_strategy_that_breaks_it(scorer):
+    """A strategy that answers ask(n) with more than n candidates fails the shipped check."""
+    from tests.toy import Toy
+
+    class Greedy(Toy):
+        name = "greedy"
+
+        def ask(self, n):
+            drawn = self.context.sample_spans([self.best] * (n + 1), 1)
+            return [self.context.candidate(ids) for ids, _ in drawn]
+
+    with pytest.raises(AssertionError, match="answered ask"):
+        check_strategy(Greedy, scorer, budget=BUDGET)
+
+
+def test_strategies_by_spec_and_their_errors():
+    assert make_strategy("tests.toy:Toy", {"width": 2}).config.width == 2
+    for spec, message in (("tests.toy:Nope", "has no 'Nope'"), ("tests.toy:ToyConfig", "not a subclass"),
+                          ("no.such_module:X", "cannot import no.such_module")):
+        with pytest.raises(RsearchError, match=message):
+            make_strategy(spec)
+    with pytest.raises(RsearchError, match="toy.width: must be at least 1"):
+        make_strategy("tests.toy:Toy", {"width": 0})
 
 
 class FakeContext:

@@ -31,60 +31,48 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rsearch.config import Config, add_config_arguments, config_from_args
 from rsearch.io_utils import output_dir
-from rsearch.jobs.compare import run_compare
 from rsearch.jobs.demo_config import DemoConfig
-from rsearch.jobs.demo_stages import run_direction, run_source
-from rsearch.jobs.search_check import run_search_check
-from rsearch.jobs.steer import run_steer
 from rsearch.jobs.stages import StageCache, settings_of, stage_key
-from rsearch.jobs.train_probe import train_probes
 from rsearch.lm import ModelCache
-from rsearch.results import ComparisonResult, DirectionResult, SearchOutcome, SourceResult, SteerResult, SweepResult
+from rsearch.report.build import build_report
+from rsearch.report.render import write_report
+from rsearch.study.stage import SUBJECTS, Stage, StudyContext, study_stages
+from rsearch.study.stamps import content_stamps
 from rsearch.subjects import Subjects, resolve_subjects
 
 log = logging.getLogger("rsearch.demo")
 
-STAGES = ("probes", "compare", "source", "direction", "search", "causal")
-# the compare stage's probe is the probes stage's output; its key names it relative to the run, since the probes
-# stage's key already covers what it holds
-BEST_PROBE = "probes/best_probe.safetensors"
+STAGES = tuple(s.name for s in study_stages())  # the built-in stages, in the order they run
 
 
 # ----- what each stage reads: its key -----
 
 def shared_settings(cfg: DemoConfig) -> dict[str, Any]:
-    """The settings every stage shares (subjects, seed, dtype, test split): DemoConfig's own fields."""
-    return {k: v for k, v in cfg.key_dict().items() if not isinstance(getattr(cfg, k), Config)}
+    """The settings every stage shares (subjects, seed, dtype, test split): DemoConfig's own fields, less the
+    list of extra stages and their options (which only those stages read)."""
+    return {k: v for k, v in cfg.key_dict().items()
+            if not isinstance(getattr(cfg, k), Config) and k not in ("stages", "stage_options")}
 
 
 def subjects_settings(cfg: DemoConfig, subjects: Subjects) -> dict[str, Any]:
-    """The subjects stage's key: the shared settings, the resolved subjects and a stamp of the models' weights."""
-    stamps = {}
-    for name in ("pre", "post"):
-        p = Path(getattr(subjects, name)).expanduser()
-        cfg_file = p / "config.json"
-        weights = sorted(p.glob("*.safetensors")) if p.is_dir() else []
-        stamps[name] = [(w.name, w.stat().st_size, int(w.stat().st_mtime)) for w in weights] + (
-            [cfg_file.stat().st_mtime_ns] if cfg_file.is_file() else [])
-    return {"shared": shared_settings(cfg), "subjects": subjects.to_dict(), "stamps": stamps}
+    """The subjects stage's key: the shared settings, the resolved subjects and content stamps of the models'
+    weights and the dataset's files (or their hub revisions)."""
+    return {"shared": shared_settings(cfg), "subjects": subjects.to_dict(),
+            "stamps": content_stamps(subjects, cfg.revision_pre, cfg.revision_post)}
 
 
-def stage_plan(cfg: DemoConfig, subjects: Subjects) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
+def stage_plan(cfg: DemoConfig, subjects: Subjects, stages: list[Stage] | None = None
+               ) -> dict[str, tuple[dict[str, Any], tuple[str, ...]]]:
     """stage → (the settings its key hashes, its upstream stages). Each stage runs with exactly these configs."""
-    return {
-        "subjects": (subjects_settings(cfg, subjects), ()),
-        "probes": (settings_of(cfg.sweep_config(subjects.post, subjects.dataset, "", subjects.pre, subjects.rater)),
-                   ("subjects",)),
-        "compare": (settings_of(cfg.compare_config(subjects.pre, subjects.post, subjects.dataset, BEST_PROBE,
-                                                   subjects.beta, subjects.rater, "")), ("subjects", "probes")),
-        "source": (settings_of(cfg.source), ("compare",)),
-        "direction": (settings_of(cfg.direction), ("compare",)),
-        "search": (settings_of(cfg.search.resolved(cfg.compare)), ("subjects", "probes")),
-        "causal": (settings_of(cfg.causal_config(subjects.pre, subjects.post, subjects.dataset, BEST_PROBE,
-                                                 subjects.beta, subjects.rater, "")), ("subjects", "probes")),
-    }
+    ctx = StudyContext(cfg=cfg, subjects=subjects, out=Path(cfg.out))
+    plan = {SUBJECTS: (subjects_settings(cfg, subjects), ())}
+    for stage in stages if stages is not None else study_stages(cfg.stages):
+        plan[stage.name] = (settings_of(*stage.settings(ctx)), stage.reads)
+    return plan
 
 
 def stage_keys(cfg: DemoConfig, subjects: Subjects) -> dict[str, str]:
@@ -99,8 +87,6 @@ def stage_keys(cfg: DemoConfig, subjects: Subjects) -> dict[str, str]:
 
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Runs every stage (reusing cached ones) and writes the report; returns report.json's content."""
-    import torch
-
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     st = StageCache(out, log)
@@ -121,39 +107,36 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _run_stages(cfg: DemoConfig, st: StageCache, subjects: Subjects, out: Path) -> dict[str, Any]:
-    models = ModelCache(cfg.dtype, cfg.device)
-    plan = stage_plan(cfg, subjects)
-    st.keys["subjects"] = stage_key("subjects", plan["subjects"][0], {})
-
-    def run(name: str, result_type, fn):
-        settings, upstream = plan[name]
-        return st.run(name, settings, upstream, result_type, fn)
-
-    sweep = run("probes", SweepResult,
-                lambda d: train_probes(cfg.sweep_config(subjects.post, subjects.dataset, str(d), subjects.pre,
-                                                        subjects.rater), models))
-    compare = run("compare", ComparisonResult, lambda d: run_compare(cfg.compare_config(
-        subjects.pre, subjects.post, subjects.dataset, sweep.best_probe, subjects.beta, subjects.rater, str(d)),
-        models))
-    source = run("source", SourceResult,
-                 lambda d: run_source(cfg.source, cfg.seed, subjects, sweep, compare, models, d))
-    direction = run("direction", DirectionResult,
-                    lambda d: run_direction(cfg.direction, cfg.seed, subjects, sweep, compare, models, d))
-    search = run("search", SearchOutcome, lambda d: run_search_check(
-        cfg.search.resolved(cfg.compare), cfg.seed, cfg.test_split, subjects, sweep, models, d))
-    causal = run("causal", SteerResult, lambda d: run_steer(cfg.causal_config(
-        subjects.pre, subjects.post, subjects.dataset, sweep.best_probe, subjects.beta, subjects.rater, str(d)),
-        models))
-
-    from rsearch.report import build_report, write_report
+    stages = study_stages(cfg.stages)
+    plan = stage_plan(cfg, subjects, stages)
+    st.keys[SUBJECTS] = stage_key(SUBJECTS, plan[SUBJECTS][0], {})
+    ctx = StudyContext(cfg=cfg, subjects=subjects, out=out, models=ModelCache(cfg.dtype, cfg.device))
+    results: dict[str, Any] = {}
+    for stage in stages:
+        settings, upstream = plan[stage.name]
+        inputs = _inputs(stage, stages, results)
+        results[stage.name] = st.run(stage.name, settings, upstream, stage.Result,
+                                     lambda d, stage=stage, inputs=inputs: stage.run(ctx, inputs, d))
 
     st.say("report: writing report.json, report.md, report.html")
-    report = build_report(cfg=cfg.to_dict(), subjects=subjects, sweep=sweep, compare=compare, source=source,
-                          direction=direction, search=search, causal=causal, out=out,
+    report = build_report(cfg=cfg.to_dict(), subjects=subjects, stages=stages, results=results, out=out,
                           seconds=time.perf_counter() - st.t0, reused=st.reused)
     write_report(out, report)
     st.say(f"done: {out / 'report.html'}")
     return report
+
+
+def _inputs(stage: Stage, stages: list[Stage], results: dict[str, Any]) -> dict[str, Any]:
+    """The results `stage` reads, and those its inputs read in turn (an analysis of the comparison also sees the
+    sweep that chose the comparison's probe)."""
+    by_name = {s.name: s for s in stages}
+    wanted, todo = set(), list(stage.reads)
+    while todo:
+        name = todo.pop()
+        if name != SUBJECTS and name not in wanted:
+            wanted.add(name)
+            todo += by_name[name].reads
+    return {name: results[name] for name in wanted}
 
 
 # ----- command line -----

@@ -11,6 +11,8 @@ from rsearch.jobs.steer import SteerConfig
 from rsearch.jobs.train_probe import TrainProbeConfig
 from rsearch.positions import parse_position
 from rsearch.raters import check_spec as check_rater
+from rsearch.strategies.base import make_strategy
+from rsearch.study.stage import check_stage_options
 
 DEMO_POSITIONS = ("user_end", "completion_start", "completion_frac:0.25", "completion_frac:0.5",
                   "completion_frac:0.75", "completion_end", "-1", "completion_mean")
@@ -89,6 +91,8 @@ class SearchCheckConfig(Config):
         check(self.min_prefixes >= 0 and self.opening_words >= 1, "min_prefixes ≥ 0 and opening_words ≥ 1")
         check(isinstance(self.options, dict) and all(isinstance(v, dict) for v in self.options.values()),
               "options: a mapping of strategy name → options")
+        for name in dict.fromkeys(self.strategies + tuple(self.options)):  # checked now, not after four stages
+            make_strategy(name, self.options.get(name))
 
     def resolved(self, compare: CompareConfig) -> "SearchCheckConfig":
         """Every None taken from the comparison's settings: what the search stage runs with (and is keyed by)."""
@@ -121,6 +125,11 @@ class DemoConfig(Config):
     beta: float | None = setting(None, help="DPO beta (default: the organism's or 0.1)")
     rater: str = setting("auto", help="auto, organism, none, a local reward model directory, or "
                          "module.path:callable (see rsearch.raters)")
+    revision_pre: str = setting("", help="hub revision (branch, tag or commit) of the pre-RL model")
+    revision_post: str = setting("", help="hub revision (branch, tag or commit) of the post-RL model")
+    stages: tuple[str, ...] = setting((), flag="--stage", repeat=True, metavar="MODULE:CLASS",
+                                      help="an extra stage, as module.path:Class (repeatable; see rsearch.study.stage)")
+    stage_options: dict = setting(default_factory=dict, cli=False, help="extra stage name → its options")
     train_probe: TrainProbeConfig = dataclasses.field(default_factory=lambda: TrainProbeConfig(
         positions=DEMO_POSITIONS, max_train=3000, max_test=600, fitter="fast", extract_batch_size=64,
         expected_reward_k=8, expected_reward_max_train=400, max_new_tokens=48, sample_batch_size=256))
@@ -141,6 +150,7 @@ class DemoConfig(Config):
         check(self.threads >= 0, f"threads: must be ≥ 0 (0: torch's default), got {self.threads}")
         check_device(self.device)
         check_rater(self.rater)
+        check_stage_options(self.stages, self.stage_options)
         for section, names in WIRED.items():
             sub = getattr(self, section)
             defaults = type(sub)()
@@ -162,7 +172,7 @@ class DemoConfig(Config):
         subjects (the pre-RL model for the DPO baseline, the rater of the user_end target)."""
         return dataclasses.replace(self.train_probe, model=model, dataset=dataset, test_split=self.test_split,
                                    dtype=self.dtype, device=self.device, seed=self.seed, sweep=True, out=out,
-                                   pre=pre, rater=rater or "none", workers=self.workers,
+                                   pre=pre, revision=self.revision_post or None, rater=rater or "none", workers=self.workers,
                                    ray_address=self.ray_address)
 
     def compare_config(self, pre: str, post: str, dataset: str, probe: str, beta: float, rater: str | None,
@@ -170,7 +180,8 @@ class DemoConfig(Config):
         """The comparison the compare stage runs: the `compare` section with the subjects and the best probe."""
         return dataclasses.replace(self.compare, pre=pre, post=post, dataset=dataset, probe=probe,
                                    prompts=self.test_split, seed=self.seed, beta=beta,
-                                   rater=rater or "none", dtype=self.dtype,
+                                   rater=rater or "none", dtype=self.dtype, revision_pre=self.revision_pre or None,
+                                   revision_post=self.revision_post or None,
                                    device=self.device, out=out, workers=self.workers,
                                    ray_address=self.ray_address)
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ class RunConfig(Config):
     prefixes_sha and strategy_options), not by the flags that gave them."""
 
     probe: str = setting("", help="probe file (.pt or .safetensors) written by train-probe")
-    strategy: str = setting("beam", help="beam, gcg, optuna or random")
+    strategy: str = setting("beam", help="beam, gcg, optuna, random, or a strategy from outside the package as "
+                            "module.path:Class")
     prefix: tuple[str, ...] = setting((), repeat=True, runtime=True, metavar="TEXT",
                                       help="start of the user's message (repeatable); with neither --prefix nor "
                                       "--prefixes, a prompt search starts from an empty prefix: the start of the "
@@ -104,6 +106,11 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
             parsed = value
         out[key.strip()] = value if isinstance(parsed, (dict, list)) else parsed
     return out
+
+
+def file_safe(name: str) -> str:
+    """A strategy name or module.path:Class spec as part of a file name."""
+    return re.sub(r"[^\w.-]", "_", name)
 
 
 def strategy_options(args: RunConfig) -> dict[str, Any]:
@@ -212,7 +219,7 @@ def run_directory(cfg: RunConfig, config: dict[str, Any]) -> Path:
     if cfg.out:
         return Path(cfg.out)
     digest = hashlib.sha256(json.dumps(result_settings(config), sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return Path("runs") / f"{cfg.strategy}-{digest}"
+    return Path("runs") / f"{file_safe(cfg.strategy)}-{digest}"
 
 
 def check_resume(run_dir: Path, config: dict[str, Any], resume: bool) -> None:
@@ -323,7 +330,7 @@ def _main(args, held: contextlib.ExitStack) -> int:
                            resume=args.resume, on_result=progress)
 
     print(table(results, args.top_k))
-    plot(results, run_dir / f"best_so_far_{args.strategy}.png",
+    plot(results, run_dir / f"best_so_far_{file_safe(args.strategy)}.png",
          f"{args.strategy} · {args.target} target · budget {args.budget}")
     write_json(run_dir / "summary.json", {
         "strategy": args.strategy, "target": args.target, "n_prefixes": len(results),

@@ -1,12 +1,8 @@
 """The study's report: report.json (every number), report.md and a self-contained report.html.
 
-`build_report` (verdicts.py) gathers the stages' typed results into one JSON-able dict and derives, for each
-research question, a verdict by whether a CI excludes chance; `answers` (answers.py) words each answer by its
-verdict; every number the text states is formatted from a value stored in that dict (numbers.py), so report.md
-and report.html (render.py) never say anything report.json does not hold.
+`build.build_report` gathers each stage's section (its numbers and verdicts, `rsearch.study.stage.Stage.numbers`)
+into one JSON-able dict and words each answer by its verdict (`Stage.answer`); every number the text states is
+formatted from a value stored in that dict (numbers.py), so report.md and report.html (render.py) never say
+anything report.json does not hold. (Nothing is imported here: the stages import numbers.py and verdicts.py,
+and render.py imports the stages.)
 """
-from rsearch.report.answers import QUESTIONS, answers
-from rsearch.report.render import render_html, render_markdown, write_report
-from rsearch.report.verdicts import build_report, verdict
-
-__all__ = ["QUESTIONS", "answers", "build_report", "render_html", "render_markdown", "verdict", "write_report"]
