@@ -165,11 +165,12 @@ def _read_number(item: TaskItem, text: str) -> Found:
         cues = [value(m, 1) for rx in _COUNT_CUES for m in rx.finditer(s)]
         cues += [(str(("once", "twice", "thrice").index(m.group(1)) + 1), m.start()) for m in
                  _COUNT_ADVERBS.finditer(s)]
-        cues += [("0", m.start()) for m in _ZERO.finditer(s)]
         cues.sort(key=lambda f: f[1])
+    # "does not appear" only when no count is stated ("… 2 times. It does not appear elsewhere.")
+    zero = [("0", m.start()) for m in _ZERO.finditer(s)] if item.kind == "count" else []
     spans = _bold_spans(text)
     for found in ([value(m, 1) for m in _STRONG_NUMBER.finditer(s)],
-                  [f for f in numbers if _in_spans(f[1], spans)], cues, numbers):
+                  [f for f in numbers if _in_spans(f[1], spans)], cues, zero, numbers):
         got = last(found)
         if got is not None:
             return got
