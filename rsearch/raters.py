@@ -130,7 +130,7 @@ def check_spec(spec: str) -> str:
         return spec
     if "/" in spec or spec.startswith((".", "~")):
         raise RsearchError(f"rater directory not found: {spec}")
-    raise RsearchError(f"rater {spec!r}: use auto, organism, tasks, none, a local reward model directory, or "
+    raise RsearchError(f"rater {spec!r}: use auto, organism, none, tasks, a local reward model directory, or "
                        "module.path:callable")
 
 
