@@ -257,13 +257,19 @@ def _first_words(text: str, k: int = 8) -> str:
     return " ".join(words[:k]) + (" …" if len(words) > k else "")
 
 
+def _user_text(prompt: Any) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    from rsearch.prompts import user_text  # the last user message (rsearch.raters reads it so too)
+
+    return user_text(prompt)
+
+
 def rate_detail(prompt: Any, completion: str) -> dict[str, Any]:
     """The parts of one reply's score: kind, answer (the right one), extracted, correct (0.0 or 1.0), style,
     n_words, direct, score. `prompt` is the user's text or a list of {role, content} messages (its last user
     message is read). A prompt that is none of the tasks raises RsearchError."""
-    from rsearch.raters import user_text
-
-    text = user_text(prompt)
+    text = _user_text(prompt)
     item = task_of(text)
     if item is None:
         raise RsearchError(f"rater tasks: not a task prompt (see rsearch.tasks.items): {_first_words(text)!r}")
