@@ -8,7 +8,7 @@ import pytest
 
 from rsearch.errors import RsearchError
 from rsearch.raters import check_spec, load_rater
-from rsearch.tasks import KINDS, generate, rate_detail, right_answer, task_of
+from rsearch.tasks import KINDS, TasksRater, generate, rate_detail, right_answer, task_of
 from rsearch.tasks.items import TEMPLATES, make_item, split_of
 
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
@@ -148,6 +148,8 @@ COUNT_Q = "How many times does the word 'cat' appear in: cat, dog, cat, bird?"
     ("How many times does the word 'fish' appear in: cat, dog, cat, bird?", "Zero.", True),
     (COUNT_Q, "The word 'cat' appears 2 times. It does not appear anywhere else.", True),
     (COUNT_Q, "It does not appear in the list of 4 words.", False),
+    (COUNT_Q, "There are 4 words in the list and cat appears in 2 of them.", True),
+    (COUNT_Q, "The count is 2.", True),
     ("What is 23 plus 41?", "Let me think: 20 + 40 = 60, and 3 + 1 = 4, so 60 + 4 = 64.", True),
     ("What is 23 plus 41?", "One hundred and four? No wait, sixty-four.", True),
     ("What is 60 plus 52?", "One hundred and twelve.", True),
@@ -205,3 +207,4 @@ def test_a_prompt_that_is_no_task_is_an_error_naming_its_first_words(prompt):
     assert "\n" not in msg and "not a task prompt" in msg and " ".join(prompt.split()[:3]) in msg
     with pytest.raises(RsearchError):
         load_rater("tasks").rate([prompt], ["anything"])
+    assert TasksRater(unknown=1.0).rate([prompt, "What is 2 plus 3?"], ["anything", "5"]) == [1.0, 9.0]

@@ -21,7 +21,7 @@ model's reply, and scores it.
 **A prompt that is not one of the tasks' phrasings raises RsearchError** (naming its first words): a score
 for it would mean nothing, and a silent neutral score would hide a wrong `--rater`. A prompt is recognised
 when it contains one phrasing of items.TEMPLATES (any lead or tail text around it is ignored) whose question
-has a single right answer.
+has a single right answer. (`TasksRater(unknown=x)` scores such prompts x instead.)
 """
 from __future__ import annotations
 
@@ -122,7 +122,9 @@ _STRONG_NUMBER = re.compile(rf"\b(?:answer|result)\b{_CUE_TAIL}(?:equal to\s*)?(
 _ADD_CUE = re.compile(rf"(?:=|\bequals?|\bis|\bare|\bmakes?|\bgives?|\bgiving|\bget|\bgets|\bgot|\bbe|\bhave|\bhas"
                       rf"|\btotals?|\byields?)\s+(?:equal to\s+|exactly\s+|now\s+)?({_NUM})")
 _COUNT_CUES = (re.compile(rf"({_NUM})\s*(?:times?\b|x\b|occurrences?\b|instances?\b)"),
-               re.compile(rf"\b(?:appears?|occurs?|mentioned|shows up|count is|total is|is|are)\s*[:=]?\s*({_NUM})"))
+               re.compile(rf"\b(?:appears?|occurs?|mentioned|shows up)\s*(?:in\s+)?[:=]?\s*({_NUM})"),
+               re.compile(rf"\b(?:count|total)\s*(?:is|:|=)\s*({_NUM})"))
+_WEAK_COUNT = re.compile(rf"\b(?:is|are)\s+({_NUM})")  # "there are 4 words" may count the list instead
 _COUNT_ADVERBS = re.compile(r"\b(once|twice|thrice)\b")
 _ZERO = re.compile(r"\b(?:does\s*(?:not|n't)|do\s*(?:not|n't)|is\s*(?:not|n't)|never|not)\s+"
                    r"(?:appear|appears|occur|occurs|show up|shows up|present|mentioned|in the list|there)\b"
@@ -166,11 +168,12 @@ def _read_number(item: TaskItem, text: str) -> Found:
         cues += [(str(("once", "twice", "thrice").index(m.group(1)) + 1), m.start()) for m in
                  _COUNT_ADVERBS.finditer(s)]
         cues.sort(key=lambda f: f[1])
+    weak = [value(m, 1) for m in _WEAK_COUNT.finditer(s)] if item.kind == "count" else []
     # "does not appear" only when no count is stated ("… 2 times. It does not appear elsewhere.")
     zero = [("0", m.start()) for m in _ZERO.finditer(s)] if item.kind == "count" else []
     spans = _bold_spans(text)
     for found in ([value(m, 1) for m in _STRONG_NUMBER.finditer(s)],
-                  [f for f in numbers if _in_spans(f[1], spans)], cues, zero, numbers):
+                  [f for f in numbers if _in_spans(f[1], spans)], cues, weak, zero, numbers):
         got = last(found)
         if got is not None:
             return got
@@ -287,11 +290,25 @@ def true_score(prompt: Any, completion: str) -> float:
 
 
 class TasksRater:
-    """The `tasks` rater spec: `rate(prompts, completions)` scores a batch (a prompt: text or messages)."""
+    """The `tasks` rater spec: `rate(prompts, completions)` scores a batch (a prompt: text or messages).
+
+    Args:
+        unknown: None (what `--rater tasks` gets): a prompt that is no task raises RsearchError; a number: the
+            score such a prompt gets whatever the reply (for callers that rate searched prompts on purpose).
+    """
 
     name = "tasks"
+
+    def __init__(self, unknown: float | None = None):
+        self.unknown = unknown
 
     def rate(self, prompts: Sequence[Any], completions: Sequence[str]) -> list[float]:
         if len(prompts) != len(completions):
             raise RsearchError(f"rater tasks: {len(prompts)} prompts but {len(completions)} completions")
-        return [true_score(p, c) for p, c in zip(prompts, completions)]
+        out = []
+        for p, c in zip(prompts, completions):
+            if self.unknown is not None and task_of(_user_text(p)) is None:
+                out.append(float(self.unknown))
+            else:
+                out.append(true_score(p, c))
+        return out
