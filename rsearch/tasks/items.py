@@ -91,10 +91,11 @@ class TaskItem:
 
 def right_answer(item: TaskItem) -> str:
     """The right answer's canonical text, computed from the item's kind, operands and query."""
-    return _answer(item.kind, item.operands, item.query)
+    return answer_of(item.kind, item.operands, item.query)
 
 
-def _answer(kind: str, operands: tuple[str, ...], query: str) -> str:
+def answer_of(kind: str, operands: tuple[str, ...], query: str) -> str:
+    """The right answer's canonical text for an item of `kind` on these operands and query."""
     ws = list(operands)
     if kind == "add":
         return str(int(ws[0]) + int(ws[1]))
@@ -165,7 +166,7 @@ def make_item(kind: str, operands: tuple[str, ...], query: str = "", template: i
     a, b = (operands + ("", ""))[:2]
     core = TEMPLATES[kind][template].format(a=a, b=b, q=query, which=query, ws=", ".join(operands))
     return TaskItem(prompt=f"{lead}{core}{tail}", kind=kind, operands=tuple(operands), query=query,
-                    answer=_answer(kind, operands, query), split=split_of(kind, operands, query, test_share))
+                    answer=answer_of(kind, operands, query), split=split_of(kind, operands, query, test_share))
 
 
 def generate(n: int, seed: int, test_share: float = TEST_SHARE, kinds: tuple[str, ...] = KINDS) -> list[TaskItem]:

@@ -30,8 +30,8 @@ import re
 from typing import Any, Sequence
 
 from rsearch.errors import RsearchError
-from rsearch.tasks.items import KINDS, ORDINALS, TEMPLATES, TEST_SHARE, TaskItem, answerable, split_of
-from rsearch.tasks.items import _answer
+from rsearch.tasks.items import (KINDS, ORDINALS, TEMPLATES, TEST_SHARE, TaskItem, answer_of, answerable,
+                                 split_of)
 
 BASE, CORRECT_POINTS = 2.0, 6.0
 SHORT_WORDS, LONG_WORDS, DIRECT_WORDS = 30, 150, 12
@@ -44,14 +44,14 @@ _SLOTS = {"a": r"(?P<a>\d+)", "b": r"(?P<b>\d+)", "q": r"(?P<q>[a-z]+)",
 
 
 @functools.lru_cache(maxsize=1)
-def _prompt_patterns() -> list[tuple[str, int, re.Pattern[str]]]:
-    """(kind, template index, pattern) per phrasing; a pattern finds the phrasing anywhere in a prompt."""
+def _prompt_patterns() -> list[tuple[str, re.Pattern[str]]]:
+    """(kind, pattern) per phrasing; a pattern finds the phrasing anywhere in a prompt."""
     out = []
     for kind in KINDS:
-        for i, t in enumerate(TEMPLATES[kind]):
+        for t in TEMPLATES[kind]:
             parts = re.split(r"(\{\w+\})", t)
             rx = "".join(_SLOTS[p[1:-1]] if p.startswith("{") else _literal(p) for p in parts)
-            out.append((kind, i, re.compile(rx, re.IGNORECASE)))
+            out.append((kind, re.compile(rx, re.IGNORECASE)))
     return out
 
 
@@ -72,7 +72,7 @@ def task_of(prompt: str, test_share: float = TEST_SHARE) -> TaskItem | None:
 @functools.lru_cache(maxsize=8192)
 def _task_of(prompt: str, test_share: float) -> TaskItem | None:
     text = " ".join(prompt.split())
-    for kind, _, pattern in _prompt_patterns():
+    for kind, pattern in _prompt_patterns():
         m = pattern.search(text)
         if m is None:
             continue
@@ -85,7 +85,7 @@ def _task_of(prompt: str, test_share: float) -> TaskItem | None:
         if not answerable(kind, operands, query):
             return None
         return TaskItem(prompt=prompt, kind=kind, operands=operands, query=query,
-                        answer=_answer(kind, operands, query), split=split_of(kind, operands, query, test_share))
+                        answer=answer_of(kind, operands, query), split=split_of(kind, operands, query, test_share))
     return None
 
 
@@ -126,7 +126,7 @@ _COUNT_CUES = (re.compile(rf"({_NUM})\s*(?:times?\b|x\b|occurrences?\b|instances
                re.compile(rf"\b(?:count|total)\s*(?:is|:|=)\s*({_NUM})"))
 _WEAK_COUNT = re.compile(rf"\b(?:is|are)\s+({_NUM})")  # "there are 4 words" may count the list instead
 _COUNT_ADVERBS = re.compile(r"\b(once|twice|thrice)\b")
-_ZERO = re.compile(r"\b(?:does\s*(?:not|n't)|do\s*(?:not|n't)|is\s*(?:not|n't)|never|not)\s+"
+_ZERO = re.compile(r"\b(?:(?:does|do|is)\s*(?:not|n['’]t)|never|not)\s+"
                    r"(?:appear|appears|occur|occurs|show up|shows up|present|mentioned|in the list|there)\b"
                    r"|\b(?:no|zero)\s+(?:times|occurrences)\b")
 _STRONG_WORD = re.compile(rf"\b(?:answer|result)\b{_CUE_TAIL}(?:the\s+word\s+|the\s+)?{_QUOTE}([a-z]+)")
