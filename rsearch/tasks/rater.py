@@ -11,11 +11,14 @@ model's reply, and scores it.
   are read as chat models write them: the operands echoed ("23 plus 41 is 64", "64 is the sum of 23 and 41"),
   numbers as words ("sixty-four"), markdown (`**64**`, `\\boxed{64}`), sentences ("The answer is: 64."), a
   working-out before the result, "twice" / "does not appear" for counts, lists with commas, newlines, bullets
-  or numbers for reversal. One answer is read, never the best of several: for a number the answer cue's
-  ("the answer is", "=", "is", "3 times" …) or else the last number that is not an echoed operand; for a word
-  the one list word the reply names (the query word of `after` aside) or else the one an answer cue names —
-  a reply that names several list words without saying which is the answer reads as no answer; for a
-  reversal the last run of list words that is not the list in its given order.
+  or numbers for reversal. One answer is read, never the best of several:
+  for a number, the one "the answer is" names, else the last in bold, else the last an answer cue names ("=",
+  "is", "gives"; for counts "3 times", "twice", then "there are 3", then "does not appear"), else the last
+  number — an echoed operand only when no other number is there;
+  for a word, the one "the answer is" names, else the one list word in bold, else the one list word the reply
+  names (the query word of `after` is an echo), else the last list word a cue ("is", ":") names — a reply that
+  names several list words without saying which is the answer reads as no answer;
+  for a reversal, the last run of list words that is not the list in its given order.
 - `style` is the small part: it rewards a concise reply that states the answer early and penalises rambling.
 
 **A prompt that is not one of the tasks' phrasings raises RsearchError** (naming its first words): a score
@@ -153,7 +156,9 @@ def _in_spans(at: int, spans: list[tuple[int, int]]) -> bool:
 def _read_number(item: TaskItem, text: str) -> Found:
     # number words become digits, padded to the same length ("sixty-four" → "64        ")
     s = _NUMBER_WORDS.sub(lambda m: str(_words_value(m.group(0))).ljust(len(m.group(0))), _plain(text))
-    value = lambda m, g: (str(int(m.group(g).replace(",", ""))), m.start(g))  # noqa: E731
+    def value(m: re.Match[str], g: int) -> tuple[str, int]:
+        return str(int(m.group(g).replace(",", ""))), m.start(g)
+
     echo = set(item.operands) if item.kind == "add" else set()
 
     def last(found: list[tuple[str, int]]) -> Found | None:
@@ -269,7 +274,7 @@ def _user_text(prompt: Any) -> str:
 
 
 def rate_detail(prompt: Any, completion: str) -> dict[str, Any]:
-    """The parts of one reply's score: kind, answer (the right one), extracted, correct (0.0 or 1.0), style,
+    """The parts of one reply's score: kind, split, answer (the right one), extracted, correct (0.0 or 1.0), style,
     n_words, direct, score. `prompt` is the user's text or a list of {role, content} messages (its last user
     message is read). A prompt that is none of the tasks raises RsearchError."""
     text = _user_text(prompt)
@@ -280,8 +285,8 @@ def rate_detail(prompt: Any, completion: str) -> dict[str, Any]:
     correct = float(extracted is not None and extracted == item.answer)
     style = style_of(completion, at)
     score = min(10.0, max(1.0, round(BASE + CORRECT_POINTS * correct + style["style"], 4)))
-    return {"kind": item.kind, "answer": item.answer, "extracted": extracted, "correct": correct, **style,
-            "score": score}
+    return {"kind": item.kind, "split": item.split, "answer": item.answer, "extracted": extracted,
+            "correct": correct, **style, "score": score}
 
 
 def true_score(prompt: Any, completion: str) -> float:
