@@ -119,6 +119,21 @@ def test_round_trip_recovers_every_item_from_its_prompt_alone(items):
         assert got == item
 
 
+def test_every_phrasing_with_every_lead_and_tail_parses_back():
+    from rsearch.tasks.items import LEADS, TAILS
+
+    cases = {"add": (("23", "41"), ""), "position": (("apple", "river", "stone", "cat"), "third"),
+             "after": (("apple", "river", "stone"), "river"), "count": (("cat", "dog", "cat", "bird"), "cat"),
+             "reverse": (("apple", "river", "stone"), "")}
+    for kind, (ops, query) in cases.items():
+        for t in range(len(TEMPLATES[kind])):
+            for lead in set(LEADS):
+                for tail in set(TAILS):
+                    item = make_item(kind, ops, query, t, lead, tail)
+                    assert task_of(item.prompt) == item, item.prompt
+                    assert task_of(item.prompt.lower()) is not None  # case does not matter
+
+
 # ----- the rater -----
 
 def test_right_answers_are_rated_right_in_every_reply_phrasing(items):
