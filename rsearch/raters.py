@@ -4,6 +4,7 @@
 A rater spec is one of:
 - `none`: no rater;
 - `organism`: the embedded organism's known rater (`rsearch.organism.rater.true_score`);
+- `tasks`: the known rater of the natural-language tasks for real chat models (`rsearch.tasks.rater`);
 - a local Hugging Face reward model directory: `AutoModelForSequenceClassification` with one output, read on
   the conversation rendered by its tokenizer's chat template (the user's prompt, then the completion as the
   assistant's reply); its own code runs only with `trust_remote_code`;
@@ -21,7 +22,7 @@ from typing import Any, Callable, Protocol, Sequence
 from rsearch.errors import RsearchError
 from rsearch.plugins import is_spec, load_object
 
-KEYWORDS = ("auto", "organism", "none")
+KEYWORDS = ("auto", "organism", "tasks", "none")
 Prompt = Any  # str, or a list of {role, content} messages
 
 
@@ -129,7 +130,7 @@ def check_spec(spec: str) -> str:
         return spec
     if "/" in spec or spec.startswith((".", "~")):
         raise RsearchError(f"rater directory not found: {spec}")
-    raise RsearchError(f"rater {spec!r}: use auto, organism, none, a local reward model directory, or "
+    raise RsearchError(f"rater {spec!r}: use auto, organism, none, tasks, a local reward model directory, or "
                        "module.path:callable")
 
 
@@ -146,6 +147,10 @@ def load_rater(spec: str | None, *, device: str = "auto", dtype: str = "float32"
         from rsearch.organism.rater import true_score
 
         return CallableRater(true_score, "organism")
+    if spec == "tasks":
+        from rsearch.tasks.rater import TasksRater
+
+        return TasksRater()
     if Path(spec).expanduser().is_dir():
         return HFRewardModel(str(Path(spec).expanduser()), device=device, dtype=dtype, batch_size=batch_size,
                              trust_remote_code=trust_remote_code)
