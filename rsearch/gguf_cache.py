@@ -95,17 +95,33 @@ def _dequantize(path: Path, folder: Path, digest: str) -> None:
         try:
             kwargs = dict(gguf_file=path.name)
             tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kwargs,
+                                                         **_dequantize_kwargs())
         except ImportError as e:
             raise RsearchError(f"cannot load {path.name}: {one_line(e)} ({EXTRA_HINT})") from None
         except Exception as e:  # a corrupt or unsupported file fails anywhere in the reader, in any exception type
             raise RsearchError(f"cannot read GGUF file {path}: {one_line(e)}") from None
+        # a plain float model from here on: what remains of the GGUF quantizer would refuse save_pretrained
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / SOURCE_NAME, {"gguf": str(path.resolve()), "sha256": digest, "size": path.stat().st_size})
         if folder.exists():  # an incomplete folder left by an older layout: replace it
             shutil.rmtree(folder)
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is as readable as the rest of $RSEARCH_HOME
         os.replace(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _dequantize_kwargs() -> dict:
+    """Newer transformers (5.x) may keep GGUF weights packed when kernels are installed; ask for plain floats.
+    Older ones always dequantize and have no GgufConfig."""
+    try:
+        from transformers.utils.quantization_config import GgufConfig
+    except ImportError:
+        return {}
+    return {"quantization_config": GgufConfig(dequantize=True)}
