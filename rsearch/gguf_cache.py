@@ -74,7 +74,7 @@ def cached_folder(path: str | Path) -> Path:
     except OSError as e:
         raise RsearchError(f"cannot read {path}: {one_line(e)}") from None
     root = gguf_root()
-    folder = root / f"{path.stem}-{digest[:16]}"
+    folder = root / digest[:32]  # content alone: a renamed or copied file finds the same folder
     if (folder / SOURCE_NAME).is_file():
         return folder
     root.mkdir(parents=True, exist_ok=True)
