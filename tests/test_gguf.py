@@ -165,3 +165,23 @@ def test_real_smollm2_loads_and_reads_a_chat():
         out = model(**ids, output_hidden_states=True)
     assert len(out.hidden_states) == 31 and out.hidden_states[-1].shape == (1, ids.input_ids.shape[1], 576)
     assert torch.isfinite(out.logits).all()
+
+
+def test_train_probe_cli_on_a_gguf_and_a_scorer_from_its_probe(tiny_gguf, tmp_path, capsys):
+    """The job reads the config and tokenizer first, then the weights: both go through the cached folder; the
+    probe names the .gguf as given, and a scorer built from the probe alone loads it again."""
+    from rsearch.cli import main
+    from rsearch.probes import load_probe
+    from rsearch.scorer import ProbeScorer
+    from tiny import feedback_records, write_jsonl
+
+    write_jsonl(tmp_path / "fb.jsonl", feedback_records(60))
+    args = ["train-probe", "--model", str(tiny_gguf[0]), "--dataset", str(tmp_path / "fb.jsonl"),
+            "--hook", "1.resid_post", "--position", "completion_mean", "--device", "cpu"]
+    assert main(args + ["--hook", "blocks.5.hook_resid_pre", "--out", str(tmp_path / "bad")]) == 2
+    assert "does not exist: the model has layers 0..1" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "one")]) == 0
+    _, meta = load_probe(tmp_path / "one" / "best_probe.safetensors")
+    assert meta["model"] == str(tiny_gguf[0]) and meta["d_model"] == 32
+    scorer = ProbeScorer.from_file(tmp_path / "one" / "best_probe.safetensors", device="cpu")
+    assert scorer.score_texts(["hello"], ["good nice reply"]).shape == (1,)
