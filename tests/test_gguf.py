@@ -183,5 +183,11 @@ def test_train_probe_cli_on_a_gguf_and_a_scorer_from_its_probe(tiny_gguf, tmp_pa
     assert main(args + ["--out", str(tmp_path / "one")]) == 0
     _, meta = load_probe(tmp_path / "one" / "best_probe.safetensors")
     assert meta["model"] == str(tiny_gguf[0]) and meta["d_model"] == 32
+    # `rsearch run` checks the probe against the model's config and each prefix against its context
+    from rsearch.jobs.run import RunConfig, check_probe
+
+    assert check_probe(RunConfig(probe=str(tmp_path / "one" / "best_probe.safetensors")), ["hello"])["d_model"] == 32
+    with pytest.raises(RsearchError, match="no room left in the model's context of 128"):
+        check_probe(RunConfig(probe=str(tmp_path / "one" / "best_probe.safetensors")), ["hello " * 200])
     scorer = ProbeScorer.from_file(tmp_path / "one" / "best_probe.safetensors", device="cpu")
     assert scorer.score_texts(["hello"], ["good nice reply"]).shape == (1,)
