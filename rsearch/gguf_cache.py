@@ -77,7 +77,10 @@ def cached_folder(path: str | Path) -> Path:
     folder = root / digest[:32]  # content alone: a renamed or copied file finds the same folder
     if (folder / SOURCE_NAME).is_file():
         return folder
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RsearchError(f"cannot create the GGUF cache {root}: {one_line(e)}") from None
     with file_lock(root / f".{folder.name}.lock", wait=True, what=f"the GGUF cache of {path.name}"):
         if (folder / SOURCE_NAME).is_file():  # another process finished it while this one waited
             return folder
@@ -105,13 +108,19 @@ def _dequantize(path: Path, folder: Path, digest: str) -> None:
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / SOURCE_NAME, {"gguf": str(path.resolve()), "sha256": digest, "size": path.stat().st_size})
-        if folder.exists():  # an incomplete folder left by an older layout: replace it
-            shutil.rmtree(folder)
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is as readable as the rest of $RSEARCH_HOME
-        os.replace(tmp, folder)
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / SOURCE_NAME, {"gguf": str(path.resolve()), "sha256": digest,
+                                           "size": path.stat().st_size})
+            if folder.exists():  # an incomplete folder left by an older layout: replace it
+                shutil.rmtree(folder)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is as readable as the rest of $RSEARCH_HOME
+            os.replace(tmp, folder)
+        except OSError as e:
+            raise RsearchError(f"cannot write the dequantized {path.name} under {folder.parent}: {one_line(e)} "
+                               "(a float32 copy takes about 4 bytes per parameter; set RSEARCH_HOME elsewhere)"
+                               ) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
