@@ -93,7 +93,10 @@ def _dequantize(path: Path, folder: Path, digest: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info(f"dequantizing {path.name} once into {folder}")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    except OSError as e:
+        raise RsearchError(f"cannot write in the GGUF cache {folder.parent}: {one_line(e)}") from None
     try:
         try:
             kwargs = dict(gguf_file=path.name)
