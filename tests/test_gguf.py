@@ -191,3 +191,11 @@ def test_train_probe_cli_on_a_gguf_and_a_scorer_from_its_probe(tiny_gguf, tmp_pa
         check_probe(RunConfig(probe=str(tmp_path / "one" / "best_probe.safetensors")), ["hello " * 200])
     scorer = ProbeScorer.from_file(tmp_path / "one" / "best_probe.safetensors", device="cpu")
     assert scorer.score_texts(["hello"], ["good nice reply"]).shape == (1,)
+
+
+def test_cache_that_cannot_be_created_is_one_line(tiny_gguf, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("RSEARCH_HOME", str(tmp_path / "file" / "home"))
+    with pytest.raises(RsearchError) as e:
+        load_model(tiny_gguf[0], device="cpu")
+    assert _one_line(e).startswith("cannot create the GGUF cache")
