@@ -31,6 +31,30 @@ def resolve_device(device: str | None) -> str:
     return str(device)
 
 
+def resolve_model_path(name_or_path: str | Path) -> str:
+    """What transformers should load for a model name: a short name (rsearch.known_models) or a GGUF file, or a
+    folder holding one .gguf and no config.json, becomes its cached HF folder (rsearch.gguf_cache); anything
+    else (a hub id, an HF folder) comes back unchanged. Call it wherever a model name enters, so config-only
+    and tokenizer-only readers see the same folder as load_model."""
+    from rsearch.known_models import known_model_file
+
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    gguf_file = None if local.exists() else known_model_file(name)  # a real path wins over a short name
+    if local.is_file() and local.suffix.lower() == ".gguf":
+        gguf_file = local
+    elif local.is_dir() and not (local / "config.json").is_file():
+        found = sorted(local.glob("*.gguf"))
+        if len(found) > 1:
+            raise RsearchError(f"{local} holds {len(found)} .gguf files; name one: {found[0]}")
+        gguf_file = found[0] if found else None
+    if gguf_file is None:
+        return name
+    from rsearch.gguf_cache import cached_folder
+
+    return str(cached_folder(gguf_file))
+
+
 def load_model(
     name_or_path: str | Path,
     dtype: str | torch.dtype | None = "float32",
@@ -41,10 +65,11 @@ def load_model(
     """Loads a causal LM and its tokenizer, in eval mode, from a hub id or a local directory.
 
     Args:
-        name_or_path: hub id (e.g. HuggingFaceH4/zephyr-7b-beta) or a local HF directory.
+        name_or_path: hub id (e.g. HuggingFaceH4/zephyr-7b-beta), a local HF directory, a .gguf file (a folder
+            holding one) or a short name such as smollm2-135m-instruct; see resolve_model_path.
         dtype: float32, bfloat16 or float16.
         device: "cpu", "cuda", "cuda:1" or "auto".
-        revision: hub revision (branch, tag or commit); ignored for local directories.
+        revision: hub revision (branch, tag or commit); ignored for local directories and GGUF files.
         trust_remote_code: run the repository's own modelling code; off unless asked for.
 
     Returns:
@@ -53,10 +78,10 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype, device = resolve_dtype(dtype), resolve_device(device)
-    name = str(name_or_path)
+    name = resolve_model_path(name_or_path)
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").is_file():
-        raise RsearchError(f"{local} is not a model directory (no config.json)")
+        raise RsearchError(f"{local} is not a model directory (no config.json, no .gguf file)")
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)

@@ -45,7 +45,8 @@ log = logging.getLogger("rsearch.compare")
 class CompareConfig(Config):
     """Settings of `rsearch compare`; each field's help is its flag's."""
 
-    pre: str = setting("", help="pre-RL model: hub id or local directory (default: the organism's SFT model)")
+    pre: str = setting("", help="pre-RL model: hub id, local directory, .gguf file or a short name such as "
+                             "smollm2-135m-instruct (default: the organism's SFT model)")
     post: str = setting("", help="post-RL model (default: the organism's DPO model)")
     probe: str = setting("", help="probe file (.safetensors or .pt); read through the model its metadata names")
     prompts: str = setting("test_prefs", help="split name of --dataset (e.g. test_prefs) or a prompts file "

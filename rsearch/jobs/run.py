@@ -71,7 +71,8 @@ class RunConfig(Config):
     resume: bool = setting(False, runtime=True, help="continue the run in --out, skipping finished prefixes")
     seed: int = setting(0)
     top_k: int = setting(10, help="candidates kept per prefix and shown")
-    model: str | None = setting(None, help="model to read (default: the one the probe names)")
+    model: str | None = setting(None, help="model to read: hub id, HF folder, .gguf file or "
+                                        "smollm2-135m-instruct (default: the one the probe names)")
     device: str = setting("auto", runtime=True)
     dtype: str = setting("float32")
     batch_size: int = setting(32, runtime=True, help="rows per scoring forward")
@@ -166,7 +167,10 @@ def check_probe(args: RunConfig, prefixes: list[str] = ()) -> dict[str, Any]:
     try:
         from transformers import AutoConfig
 
-        cfg = AutoConfig.from_pretrained(name, revision=None if args.model else meta.get("revision"))
+        from rsearch.models import resolve_model_path
+
+        revision = None if args.model else meta.get("revision")
+        cfg = AutoConfig.from_pretrained(resolve_model_path(name), revision=revision)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load the config of model {name!r}: {one_line(e)}") from None
     layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0)
@@ -184,12 +188,13 @@ def check_prefix_lengths(name: str, model_config, prefixes: list[str], revision:
     from transformers import AutoTokenizer
 
     from rsearch.chat import context_length, encode_conversation
+    from rsearch.models import resolve_model_path
 
     limit = context_length(model_config)
     if limit is None:
         return
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), revision=revision)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load the tokenizer of model {name!r}: {one_line(e)}") from None
     for i, prefix in enumerate(prefixes):

@@ -40,7 +40,7 @@ from rsearch.hooks import n_layers, parse_hook
 from rsearch.io_utils import atomic_path, output_dir, save_figure, write_text
 from rsearch.log import show_progress
 from rsearch.lm import ModelCache
-from rsearch.models import load_model, model_fingerprint, resolve_device
+from rsearch.models import load_model, model_fingerprint, resolve_device, resolve_model_path
 from rsearch.positions import parse_position
 from rsearch.results import SweepResult
 from rsearch.subjects import resolve_subjects
@@ -67,7 +67,8 @@ class TrainProbeConfig(Config):
             answers per prompt.
     """
 
-    model: str = setting("", help="hub id or local HF model directory (default: the organism's post-RL model)")
+    model: str = setting("", help="hub id, local HF model directory, .gguf file or smollm2-135m-instruct "
+                                    "(default: the organism's post-RL model)")
     revision: str | None = setting(None, help="model revision")
     dtype: str = setting("float32", help="model dtype")
     device: str = setting("auto", runtime=True, help="cpu, cuda or auto")
@@ -215,9 +216,10 @@ def _config_and_tokenizer(cfg: TrainProbeConfig, model_name: str, models: ModelC
         return model.config, tokenizer
     from transformers import AutoConfig, AutoTokenizer
 
+    path = resolve_model_path(model_name)
     try:
         kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-        return AutoConfig.from_pretrained(model_name, **kwargs), AutoTokenizer.from_pretrained(model_name, **kwargs)
+        return AutoConfig.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load model {model_name!r}: {one_line(e)}") from None
 
