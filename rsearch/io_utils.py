@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rsearch.errors import RsearchError, one_line
+from rsearch.record import Record
 
 log = logging.getLogger("rsearch.io")
 
@@ -38,8 +39,13 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def _json_default(obj: Any) -> Any:
+    return obj.to_dict() if isinstance(obj, Record) else str(obj)
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """JSON (records as their mappings, anything else unknown as its str), written atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:

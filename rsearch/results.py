@@ -1,45 +1,407 @@
 """Typed results of the study's stages, as written to disk (metrics.json, compare.json, source.json,
-direction.json, search.json) and read back by the next stage and the report.
+direction.json, search.json, steer.json) and read back by the next stage and the report.
 
-Each is a frozen dataclass whose fields are exactly the keys of its JSON file: `from_dict` fails at once, with
-one line naming the file and the key, when a key is missing or unknown, so a stage and its readers cannot drift
-apart. Tables inside (rows, per-strategy entries) stay plain mappings.
+Each is a frozen record (`rsearch.record.Record`) whose fields are exactly the keys of its JSON file, typed down
+to every number: rows, per-strategy entries and statistics are records of their own. `from_dict` fails at once,
+with one line naming the file and the path of the key, when a key is missing, unknown or of the wrong type, and
+reading a key that is no field raises KeyError: a stage and its readers cannot drift apart. A nested field left
+out of the JSON (a number computed only in some settings) reads as absent (`"key" in row` is False). The jobs'
+settings (`config`) and a probe file's metadata stay mappings: they are the job's `Config.to_dict()` and the
+probe's header, typed where they are defined.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from rsearch.errors import RsearchError
 from rsearch.io_utils import write_json
+from rsearch.record import ABSENT, Record, _value
 
 R = TypeVar("R", bound="StageResult")
 
 
-@dataclass(frozen=True)
-class StageResult:
+# ----- the records inside the results (each docstring: where it appears) -----
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairedSummary(Record):
+    """ComparisonResult.metrics.*"""
+    n_prompts: int | None = ABSENT
+    mean_pre: float | None = ABSENT
+    mean_post: float | None = ABSENT
+    diff: float | None = ABSENT
+    ci_lo: float | None = ABSENT
+    ci_hi: float | None = ABSENT
+    p_value: float | None = ABSENT
+    p_value_ttest: float | None = ABSENT
+    effect_size: float | None = ABSENT
+    frac_post_higher: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class Correlation(Record):
+    """ComparisonResult.correlations.*"""
+    pearson: float | None = ABSENT
+    pearson_lo: float | None = ABSENT
+    pearson_hi: float | None = ABSENT
+    spearman: float | None = ABSENT
+    n: int | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class DirectionRow(Record):
+    """DirectionResult.rows[]"""
+    layer: int | None = ABSENT
+    hook: str | None = ABSENT
+    cos: float | None = ABSENT
+    isotropic_abs_cos_p95: float | None = ABSENT
+    cov_abs_cos_p95: float | None = ABSENT
+    cov_abs_cos_family95: float | None = ABSENT
+    cov_abs_cos_mean: float | None = ABSENT
+    abs_cos_percentile_vs_cov: float | None = ABSENT
+    cos_update_vs_mean_activation: float | None = ABSENT
+    update_norm: float | None = ABSENT
+    update_rel_norm: float | None = ABSENT
+    d_model: int | None = ABSENT
+    n_inputs: int | None = ABSENT
+    n_shuffled: int | None = ABSENT
+    shuffled_cos: list[float] = ABSENT
+    shuffled_abs_cos_mean: float | None = ABSENT
+    shuffled_abs_cos_p95: float | None = ABSENT
+    shuffled_abs_cos_family95: float | None = ABSENT
+    null_abs_cos_family95: float | None = ABSENT
+    beyond_null: bool | None = ABSENT
+    probe_shift: float | None = ABSENT
+    fixed_std_shift: float | None = ABSENT
+    fixed_std_shift_null_family95: float | None = ABSENT
+    writes_std_diff: float | None = ABSENT
+    writes_std_diff_lo: float | None = ABSENT
+    writes_std_diff_hi: float | None = ABSENT
+    writes_null_p95: float | None = ABSENT
+    writes_null_family95: float | None = ABSENT
+    writes_beyond_null: bool | None = ABSENT
+    writes_n_prompts: int | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckedPrompt(Record):
+    """SearchOutcome.baseline_prefix[]"""
+    prompt: str | None = ABSENT
+    probe_score: float | None = ABSENT
+    true_rewards: list[float] = ABSENT
+    mean_true_reward: float | None = ABSENT
+    example_completion: str | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class FoundPrompt(Record):
+    """SearchOutcome.strategies[].results[]"""
+    prefix: str | None = ABSENT
+    found: str | None = ABSENT
+    span: str | None = ABSENT
+    probe_score: float | None = ABSENT
+    objective: float | None = ABSENT
+    forwards: float | None = ABSENT
+    best_so_far: list[float] = ABSENT
+    true_rewards: list[float] = ABSENT
+    mean_true_reward: float | None = ABSENT
+    example_completion: str | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class TwoSampleSummary(Record):
+    """SearchOutcome.strategies[].true_vs_random"""
+    n_a: int | None = ABSENT
+    n_b: int | None = ABSENT
+    mean_a: float | None = ABSENT
+    mean_b: float | None = ABSENT
+    diff: float | None = ABSENT
+    ci_lo: float | None = ABSENT
+    ci_hi: float | None = ABSENT
+    p_value: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExploitationGap(Record):
+    """SearchOutcome.strategies[].exploitation_gap"""
+    mean: float | None = ABSENT
+    ci_lo: float | None = ABSENT
+    ci_hi: float | None = ABSENT
+    per_prefix: list[float] = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategyOutcome(Record):
+    """SearchOutcome.strategies[]"""
+    strategy: str | None = ABSENT
+    seconds: float | None = ABSENT
+    evaluations: list[int] = ABSENT
+    forwards: list[float] = ABSENT
+    results: list[FoundPrompt] = ABSENT
+    mean_probe_score: float | None = ABSENT
+    probe_vs_prefix: PairedSummary | None = ABSENT
+    true_vs_prefix: PairedSummary | None = ABSENT
+    true_vs_random: TwoSampleSummary | None = ABSENT
+    exploitation_gap: ExploitationGap | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceAccuracy(Record):
+    """SourceResult.rows[].val"""
+    accuracy: float | None = ABSENT
+    accuracy_lo: float | None = ABSENT
+    accuracy_hi: float | None = ABSENT
+    n: int | None = ABSENT
+    n_prompts: int | None = ABSENT
+    auroc: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceCell(Record):
+    """SourceResult.rows[]"""
+    hook: str | None = ABSENT
+    layer: int | None = ABSENT
+    position: str | None = ABSENT
+    val: SourceAccuracy | None = ABSENT
+    test: SourceAccuracy | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class CurvePoint(Record):
+    """SteerResult.metrics.*.*.curves.*[]"""
+    alpha: float | None = ABSENT
+    mean: float | None = ABSENT
+    lo: float | None = ABSENT
+    hi: float | None = ABSENT
+    n: int | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interval(Record):
+    """SteerResult.metrics.*.*.slopes.*"""
+    mean: float | None = ABSENT
+    lo: float | None = ABSENT
+    hi: float | None = ABSENT
+    n: int | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoseResponse(Record):
+    """SteerResult.metrics.*.*"""
+    curves: dict[str, list[CurvePoint]] = ABSENT
+    slopes: dict[str, Interval] = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchEffect(Record):
+    """SteerResult.patching.rows[]"""
+    direction: str | None = ABSENT
+    layer: int | None = ABSENT
+    hook: str | None = ABSENT
+    position: str | None = ABSENT
+    delta: Interval | None = ABSENT
+    delta_null: Interval | None = ABSENT
+    delta_minus_null: Interval | None = ABSENT
+    fraction_of_margin: float | None = ABSENT
+    verdict: str | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class Patching(Record):
+    """SteerResult.patching"""
+    n_pairs: int | None = ABSENT
+    margin: Interval | None = ABSENT
+    rows: list[PatchEffect] = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitMetrics(Record):
+    """SweepResult.rows[].val"""
+    n: float | None = ABSENT
+    n_pairs: float | None = ABSENT
+    loss: float | None = ABSENT
+    pairwise_acc: float | None = ABSENT
+    pairwise_acc_lo: float | None = ABSENT
+    pairwise_acc_hi: float | None = ABSENT
+    pearson: float | None = ABSENT
+    spearman: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class TestMetrics(Record):
+    """SweepResult.rows[].test"""
+    n: float | None = ABSENT
+    n_pairs: float | None = ABSENT
+    loss: float | None = ABSENT
+    r: float | None = ABSENT
+    r_lo: float | None = ABSENT
+    r_hi: float | None = ABSENT
+    within_task_r: float | None = ABSENT
+    pairwise_acc: float | None = ABSENT
+    pairwise_acc_lo: float | None = ABSENT
+    pairwise_acc_hi: float | None = ABSENT
+    pearson: float | None = ABSENT
+    spearman: float | None = ABSENT
+    truth_acc: float | None = ABSENT
+    truth_n: int | None = ABSENT
+    minimal_acc: float | None = ABSENT
+    minimal_n: int | None = ABSENT
+    minimal_truth_acc: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersusBaseline(Record):
+    """SweepResult.rows[].vs_baselines.*"""
+    r: float | None = ABSENT
+    diff: float | None = ABSENT
+    diff_lo: float | None = ABSENT
+    diff_hi: float | None = ABSENT
+    acc: float | None = ABSENT
+    p: float | None = ABSENT
+    probe_only: int | None = ABSENT
+    baseline_only: int | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeCell(Record):
+    """SweepResult.rows[]"""
+    hook: str | None = ABSENT
+    layer: int | None = ABSENT
+    position: str | None = ABSENT
+    objective: str | None = ABSENT
+    embedding: bool | None = ABSENT
+    test_pairwise_acc: float | None = ABSENT
+    test_pairwise_acc_lo: float | None = ABSENT
+    test_pairwise_acc_hi: float | None = ABSENT
+    test_truth_acc: float | None = ABSENT
+    test_minimal_acc: float | None = ABSENT
+    test_minimal_truth_acc: float | None = ABSENT
+    test_pearson: float | None = ABSENT
+    test_spearman: float | None = ABSENT
+    test_auroc: Any = ABSENT
+    test_r: float | None = ABSENT
+    test_r_lo: float | None = ABSENT
+    test_r_hi: float | None = ABSENT
+    test_within_task_r: float | None = ABSENT
+    val_pairwise_acc: float | None = ABSENT
+    val_pearson: float | None = ABSENT
+    text_baseline: str | None = ABSENT
+    text_acc: float | None = ABSENT
+    probe_minus_text: float | None = ABSENT
+    p_vs_text: float | None = ABSENT
+    dpo_acc: float | None = ABSENT
+    p_vs_dpo: float | None = ABSENT
+    logprob_acc: float | None = ABSENT
+    p_vs_logprob: float | None = ABSENT
+    prompt_bow_r: float | None = ABSENT
+    r_minus_prompt_bow: float | None = ABSENT
+    r_minus_prompt_bow_lo: float | None = ABSENT
+    r_minus_prompt_bow_hi: float | None = ABSENT
+    length_pairwise_acc: float | None = ABSENT
+    length_pearson: float | None = ABSENT
+    shuffled_pairwise_acc: float | None = ABSENT
+    shuffled_pearson: float | None = ABSENT
+    seconds: float | None = ABSENT
+    path: str | None = ABSENT
+    val: SplitMetrics | None = ABSENT
+    test: TestMetrics | None = ABSENT
+    length_control: SplitMetrics | None = ABSENT
+    shuffled_control: SplitMetrics | None = ABSENT
+    vs_baselines: dict[str, VersusBaseline] = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselineScore(Record):
+    """SweepResult.baselines.pairs.scores.*"""
+    n: int | None = ABSENT
+    acc: float | None = ABSENT
+    acc_lo: float | None = ABSENT
+    acc_hi: float | None = ABSENT
+    truth_acc: float | None = ABSENT
+    truth_n: int | None = ABSENT
+    minimal_acc: float | None = ABSENT
+    minimal_n: int | None = ABSENT
+    minimal_truth_acc: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairBaselines(Record):
+    """SweepResult.baselines.pairs"""
+    n: int | None = ABSENT
+    truth_known: bool | None = ABSENT
+    minimal_known: bool | None = ABSENT
+    labels: dict[str, str] = ABSENT
+    scores: dict[str, BaselineScore] = ABSENT
+    seconds: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reliability(Record):
+    """SweepResult.baselines.user_end.reliability"""
+    n_prompts: int | None = ABSENT
+    r_half: float | None = ABSENT
+    reliability: float | None = ABSENT
+    ceiling: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class RInterval(Record):
+    """SweepResult.baselines.user_end.prompt_bow"""
+    r: float | None = ABSENT
+    r_lo: float | None = ABSENT
+    r_hi: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserEndTarget(Record):
+    """SweepResult.baselines.user_end"""
+    target: str | None = ABSENT
+    k: int | None = ABSENT
+    n_prompts: dict[str, int] = ABSENT
+    reliability: Reliability | None = ABSENT
+    prompt_bow: RInterval | None = ABSENT
+    task_mean: RInterval | None = ABSENT
+    within_task_prompt_bow: float | None = ABSENT
+    test_target_sd: float | None = ABSENT
+    seconds: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepBaselines(Record):
+    """SweepResult.baselines"""
+    pairs: PairBaselines | None = ABSENT
+    user_end: UserEndTarget | None = ABSENT
+
+
+
+# ----- the stages' results -----
+
+@dataclass(frozen=True, kw_only=True)
+class StageResult(Record):
     FILE = ""  # the file name a stage writes it to
+
+    def __post_init__(self) -> None:
+        # built directly (not from JSON): nested mappings become their records, checked the same way
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _value(hints[f.name], getattr(self, f.name), f"{type(self).__name__}.{f.name}"))
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any], *, where: str = "") -> R:
-        names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in data]
-        unknown = sorted(set(data) - set(names))
-        if missing or unknown:
-            what = f"missing key {missing[0]!r}" if missing else f"unknown key {unknown[0]!r}"
-            raise RsearchError(f"{where or cls.FILE}: {what} for {cls.__name__} (rerun the stage that wrote it)")
-        return cls(**{n: data[n] for n in names})
+        try:
+            return super().from_dict(data, where=where or cls.FILE)
+        except RsearchError as e:
+            raise RsearchError(f"{e} (rerun the stage that wrote it)") from None
 
     @classmethod
     def load(cls: type[R], path: str | Path) -> R:
         p = Path(path)
         return cls.from_dict(json.loads(p.read_text()), where=str(p))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def save(self, directory: str | Path) -> str:
         """Writes FILE under `directory` atomically; returns the file's name."""
@@ -47,17 +409,21 @@ class StageResult:
         return self.FILE
 
 
-@dataclass(frozen=True)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@dataclass(frozen=True, kw_only=True)
 class SweepResult(StageResult):
     """train-probe's metrics.json: every fitted probe's row and the best by validation."""
 
     FILE = "metrics.json"
     config: dict[str, Any]
     n_pairs: dict[str, int]
-    best: dict[str, Any]
+    best: ProbeCell
     best_probe: str
-    rows: list[dict[str, Any]]
-    baselines: dict[str, Any]   # the test pairs' baselines ("pairs") and the user_end target's ("user_end")
+    rows: list[ProbeCell]
+    baselines: SweepBaselines   # the test pairs' baselines ("pairs") and the user_end target's ("user_end")
 
     @property
     def layers(self) -> list[int]:
@@ -67,7 +433,7 @@ class SweepResult(StageResult):
     def hook_kind(self) -> str:
         return self.config["hook_kind"]
 
-    def user_end_probe(self) -> dict[str, Any]:
+    def user_end_probe(self) -> ProbeCell:
         """The best prompt-only probe (user_end), chosen by validation Pearson r."""
         rows = [r for r in self.rows if r["position"] == "user_end"]
         if not rows:
@@ -75,7 +441,7 @@ class SweepResult(StageResult):
         return max(rows, key=lambda r: (r.get("val_pearson") if r.get("val_pearson") is not None else float("-inf")))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ComparisonResult(StageResult):
     """compare's compare.json: paired statistics of pre- vs post-RL completions over prompts."""
 
@@ -85,8 +451,8 @@ class ComparisonResult(StageResult):
     n_empty: dict[str, int]
     test: str
     ci: str
-    metrics: dict[str, dict[str, Any]]
-    correlations: dict[str, dict[str, Any]]
+    metrics: dict[str, PairedSummary]
+    correlations: dict[str, Correlation]
     config: dict[str, Any]
     pre: str
     post: str
@@ -103,14 +469,14 @@ class ComparisonResult(StageResult):
     figures: dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SourceResult(StageResult):
     """The source probe: which model wrote a completion, per layer × position, split by prompt."""
 
     FILE = "source.json"
-    rows: list[dict[str, Any]]
-    best: dict[str, Any]
-    length_control: dict[str, Any]
+    rows: list[SourceCell]
+    best: SourceCell
+    length_control: SourceAccuracy
     n: dict[str, int]
     n_prompts: dict[str, int]
     split: str
@@ -119,7 +485,7 @@ class SourceResult(StageResult):
     ci: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DirectionResult(StageResult):
     """Per layer, the RL update's cosine with the reward probe's direction against activation-shaped random
     directions and shuffled-label probes; and the probe's reading of what each model writes."""
@@ -128,11 +494,11 @@ class DirectionResult(StageResult):
     position: str
     n_random: int
     n_shuffled: int
-    rows: list[dict[str, Any]]
+    rows: list[DirectionRow]
     inputs: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchOutcome(StageResult):
     """Every strategy's found prompts, checked against the unsearched prefixes and random prompts."""
 
@@ -146,17 +512,17 @@ class SearchOutcome(StageResult):
     check_samples: int
     rater: str | None
     target: str
-    baseline_prefix: list[dict[str, Any]]
-    baseline_random: list[dict[str, Any]]
+    baseline_prefix: list[CheckedPrompt]
+    baseline_random: list[CheckedPrompt]
     baseline_prefix_mean_true_reward: float | None
     baseline_random_mean_true_reward: float | None
     baseline_prefix_mean_probe_score: float | None
     baseline_random_mean_probe_score: float | None
-    strategies: list[dict[str, Any]]
+    strategies: list[StrategyOutcome]
     unit: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SteerResult(StageResult):
     """`rsearch steer`'s steer.json: the steering dose–response per model and metric, and the patching effects."""
 
@@ -178,8 +544,8 @@ class SteerResult(StageResult):
     n_random: int
     fit_pairs: int
     scale: dict[str, float]
-    metrics: dict[str, dict[str, Any]]
-    patching: dict[str, Any] | None
+    metrics: dict[str, dict[str, DoseResponse]]  # model → metric → its dose–response
+    patching: Patching | None
     table: str
     figures: dict[str, str]
     seconds: float

@@ -108,6 +108,7 @@ def test_answers_follow_the_numbers(demo):
 def test_q1_weighs_the_probe_against_the_bag_of_words(demo):
     """Q1's table holds the probe beside the text baseline, the DPO reward and the log-prob per cell; its verdict
     follows the rule (yes only when the probe beats the bag of words); user_end reads the expected reward."""
+    from rsearch.record import plain
     from rsearch.study.probes import q1_numbers, q1_table
     from rsearch.results import SweepResult
 
@@ -128,13 +129,13 @@ def test_q1_weighs_the_probe_against_the_bag_of_words(demo):
     assert "expected reward" in a1["answer"] and q1["user_end"]["k"] == cfg.train_probe.expected_reward_k
 
     # the same sweep with the best cell's numbers set: a tie with the bag of words is a no, beating it a yes
-    sweep = SweepResult.load(__import__("pathlib").Path(cfg.out) / "probes" / "metrics.json")
-    best = next(r for r in sweep.rows if r["layer"] == sweep.best["layer"] and r["position"] == sweep.best["position"])
+    raw = json.loads((__import__("pathlib").Path(cfg.out) / "probes" / "metrics.json").read_text())
+    best = next(r for r in raw["rows"] if r["layer"] == raw["best"]["layer"] and r["position"] == raw["best"]["position"])
     for acc, text_acc, p, word in ((0.80, 0.79, 0.35, "no"), (0.80, 0.70, 0.001, "yes"), (0.70, 0.80, 0.001, "no")):
         best.update(test_pairwise_acc=acc, test_pairwise_acc_lo=acc - 0.05, test_pairwise_acc_hi=acc + 0.05,
                     text_acc=text_acc, p_vs_text=p)
         r = copy.deepcopy(report)
-        r["Q1"] = q1_numbers(sweep)
+        r["Q1"] = plain(q1_numbers(SweepResult.from_dict(raw)))
         got = answers(r)[0]
         assert got["verdict"] == word and f"{text_acc:.3f}" in got["answer"] and "bag of words" in got["answer"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from rsearch.record import plain
 from rsearch.results import StageResult
 from rsearch.study.stage import Stage, report_stages
 from rsearch.subjects import Subjects
@@ -25,7 +26,7 @@ def build_report(*, cfg: dict, subjects: Subjects, stages: Sequence[Stage], resu
         if stage.report_id and stage.name in results:
             numbers = stage.numbers(results)
             if numbers is not None:
-                report[stage.report_id] = numbers
+                report[stage.report_id] = plain(numbers)
         figures.update(stage.figures)
     report["figures"] = {k: v for k, v in figures.items() if (Path(out) / v).is_file()}
     report["answers"] = answers(report, stages)

@@ -1,5 +1,5 @@
-"""Content stamps of what the study reads, for the subjects stage's key: a local model or dataset by the sha256
-of its files, a hub id by the revision asked for and the commit the local hub cache resolved it to.
+"""Content stamps of what the study reads, for the subjects stage's key: a local model (a folder or a .gguf
+file) or dataset by the sha256 of its files, a hub id by the revision asked for and the commit the local hub cache resolved it to.
 
 Hashing a 7B model's 14 GB takes a while, so a file's hash is remembered under $RSEARCH_HOME by (path, size,
 mtime): an unchanged file is hashed once, and a file edited in place (new size or mtime) is hashed again.
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rsearch.io_utils import write_json
+from rsearch.known_models import known_model_file
 from rsearch.paths import rsearch_home
 from rsearch.subjects import Subjects
 
@@ -44,8 +45,11 @@ def _hub_commit(repo_id: str, revision: str | None, kind: str) -> str | None:
 
 
 def stamp(name: str, revision: str | None, kind: str, memo: dict[str, Any]) -> dict[str, Any]:
-    """A local file or directory by its files' hashes; anything else as a hub id and its revision."""
+    """A local file or directory by its files' hashes (a short model name by its GGUF file's); anything else as
+    a hub id and its revision."""
     p = Path(name).expanduser()
+    if kind == "model" and not p.exists():
+        p = known_model_file(name) or p
     if p.is_file():
         return {"file": p.name, "sha256": file_sha256(p, memo)}
     if p.is_dir():
