@@ -24,6 +24,19 @@ COMMANDS = {
 }
 
 
+# jobs that set torch's threads themselves (the demo from its config, the organism build from $RSEARCH_THREADS)
+OWN_THREADS = ("demo", "organism")
+
+
+def default_threads() -> int:
+    """$RSEARCH_THREADS, else 1: on a machine busy with other work torch's default (one per core) made sampling a
+    batch on 2 cores make no progress in 5 minutes against 32 s with one thread; alone, a second gains ≤ 2×."""
+    value = os.environ.get("RSEARCH_THREADS", "1")
+    if not value.isdigit():
+        raise RsearchError(f"RSEARCH_THREADS must be a whole number (0: torch's default), got {value!r}")
+    return int(value)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's usage errors: one line, exit 2
         sub = self.prog.removeprefix("rsearch").strip()
@@ -38,6 +51,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         # also accepted after the subcommand (`rsearch run ... --quiet`); SUPPRESS keeps the top-level value
         add_verbosity(p, default=argparse.SUPPRESS)
+        if name not in OWN_THREADS:
+            p.add_argument("--threads", type=int, default=None, dest="torch_threads", metavar="N",
+                           help="torch's intra-op threads (default: $RSEARCH_THREADS or 1; 0: torch's default)")
         if only is None or only == name:
             module = importlib.import_module(module_name)
             module.add_arguments(p)
@@ -88,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "_main", None):
             parser.print_help()
             return 2
-        return int(args._main(args) or 0)
+        return _with_threads(args)
     except RsearchError as e:
         print(f"rsearch: error: {one_line(e, 1000)}", file=sys.stderr)
         return 2
@@ -106,6 +122,23 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if in_main_thread and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _with_threads(args: argparse.Namespace) -> int:
+    if not hasattr(args, "torch_threads"):
+        return int(args._main(args) or 0)
+    import torch  # here, so that `rsearch --help` does not wait for torch
+
+    threads = default_threads() if args.torch_threads is None else args.torch_threads
+    if threads < 0:
+        raise RsearchError(f"--threads: must be ≥ 0 (0: torch's default), got {threads}")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return int(args._main(args) or 0)
+    finally:
+        torch.set_num_threads(before)
 
 
 if __name__ == "__main__":

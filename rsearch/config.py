@@ -236,13 +236,31 @@ def find_config(name: str | Path) -> Path:
     raise RsearchError(f"config file not found: {p} (shipped recipes, by name: {shipped})")
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without aliases: `*name` can make a kilobyte of YAML expand to gigabytes (a "billion laughs"),
+    and a config never needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"aliases (*{event.anchor}) are not allowed in rsearch configs (line "
+                                 f"{event.start_mark.line + 1}); write the value out")
+        return super().compose_node(parent, index)
+
+
 def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
-    """Reads a YAML mapping (optionally one top-level section of it) with one-line errors."""
+    """Reads a YAML mapping (optionally one top-level section of it) with one-line errors; at most 1 MiB, no
+    aliases."""
     p = Path(path)
     if not p.is_file():
         raise RsearchError(f"config file not found: {p}")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise RsearchError(f"{p}: {p.stat().st_size:,} bytes is too large for a config file (at most 1 MiB)")
     try:
-        data = yaml.safe_load(p.read_bytes().decode("utf-8")) or {}
+        data = yaml.load(p.read_bytes().decode("utf-8"), Loader=_NoAliasLoader) or {}
     except UnicodeDecodeError as e:
         raise RsearchError(f"{p}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:

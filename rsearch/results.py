@@ -30,7 +30,8 @@ R = TypeVar("R", bound="StageResult")
 
 @dataclass(frozen=True, kw_only=True)
 class PairedSummary(Record):
-    """ComparisonResult.metrics.*"""
+    """Post − pre (or found − prefix) of one metric, paired by prompt: means, difference, its bootstrap CI over
+    prompts, Wilcoxon and t-test p-values, effect size. (In ComparisonResult.metrics.*.)"""
     n_prompts: int | None = ABSENT
     mean_pre: float | None = ABSENT
     mean_post: float | None = ABSENT
@@ -45,7 +46,8 @@ class PairedSummary(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Correlation(Record):
-    """ComparisonResult.correlations.*"""
+    """Pearson r (with its CI over prompts) and Spearman ρ between two per-completion scores. (In
+    ComparisonResult.correlations.*.)"""
     pearson: float | None = ABSENT
     pearson_lo: float | None = ABSENT
     pearson_hi: float | None = ABSENT
@@ -55,7 +57,8 @@ class Correlation(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class DirectionRow(Record):
-    """DirectionResult.rows[]"""
+    """One layer of the direction analysis: the RL update's cosine with the probe direction beside its nulls, and the
+    probe's reading of fixed texts and of what each model writes. (In DirectionResult.rows[].)"""
     layer: int | None = ABSENT
     hook: str | None = ABSENT
     cos: float | None = ABSENT
@@ -90,7 +93,8 @@ class DirectionRow(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class CheckedPrompt(Record):
-    """SearchOutcome.baseline_prefix[]"""
+    """A prompt the search check rated: its probe score and the true rewards of answers sampled to it. (In
+    SearchOutcome.baseline_prefix[].)"""
     prompt: str | None = ABSENT
     probe_score: float | None = ABSENT
     true_rewards: list[float] = ABSENT
@@ -100,7 +104,8 @@ class CheckedPrompt(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class FoundPrompt(Record):
-    """SearchOutcome.strategies[].results[]"""
+    """What one search found from one prefix, with its best-so-far curve and the true rewards of its answers. (In
+    SearchOutcome.strategies[].results[].)"""
     prefix: str | None = ABSENT
     found: str | None = ABSENT
     span: str | None = ABSENT
@@ -115,7 +120,8 @@ class FoundPrompt(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class TwoSampleSummary(Record):
-    """SearchOutcome.strategies[].true_vs_random"""
+    """Two unpaired samples (found prompts against random prompts): means, difference, its CI and the Mann–Whitney
+    p-value. (In SearchOutcome.strategies[].true_vs_random.)"""
     n_a: int | None = ABSENT
     n_b: int | None = ABSENT
     mean_a: float | None = ABSENT
@@ -128,7 +134,8 @@ class TwoSampleSummary(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class ExploitationGap(Record):
-    """SearchOutcome.strategies[].exploitation_gap"""
+    """The probe's gain over the prefix minus the true gain, per prefix and its mean with a CI. (In
+    SearchOutcome.strategies[].exploitation_gap.)"""
     mean: float | None = ABSENT
     ci_lo: float | None = ABSENT
     ci_hi: float | None = ABSENT
@@ -137,7 +144,7 @@ class ExploitationGap(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class StrategyOutcome(Record):
-    """SearchOutcome.strategies[]"""
+    """One strategy's searches over every prefix, and the checks of what it found. (In SearchOutcome.strategies[].)"""
     strategy: str | None = ABSENT
     seconds: float | None = ABSENT
     evaluations: list[int] = ABSENT
@@ -152,7 +159,8 @@ class StrategyOutcome(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class SourceAccuracy(Record):
-    """SourceResult.rows[].val"""
+    """Accuracy (with its CI over prompts) and AUROC of telling which model wrote a completion. (In
+    SourceResult.rows[].val.)"""
     accuracy: float | None = ABSENT
     accuracy_lo: float | None = ABSENT
     accuracy_hi: float | None = ABSENT
@@ -163,7 +171,7 @@ class SourceAccuracy(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class SourceCell(Record):
-    """SourceResult.rows[]"""
+    """One layer × position of the source probe, on the validation and the test prompts. (In SourceResult.rows[].)"""
     hook: str | None = ABSENT
     layer: int | None = ABSENT
     position: str | None = ABSENT
@@ -173,7 +181,7 @@ class SourceCell(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class CurvePoint(Record):
-    """SteerResult.metrics.*.*.curves.*[]"""
+    """One α of a steering dose–response: the mean over prompts and its CI. (In SteerResult.metrics.*.*.curves.*[].)"""
     alpha: float | None = ABSENT
     mean: float | None = ABSENT
     lo: float | None = ABSENT
@@ -183,7 +191,7 @@ class CurvePoint(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Interval(Record):
-    """SteerResult.metrics.*.*.slopes.*"""
+    """A mean over prompts with its 95% bootstrap interval. (In SteerResult.metrics.*.*.slopes.*.)"""
     mean: float | None = ABSENT
     lo: float | None = ABSENT
     hi: float | None = ABSENT
@@ -192,14 +200,16 @@ class Interval(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class DoseResponse(Record):
-    """SteerResult.metrics.*.*"""
+    """One metric's dose–response curves per direction (probe, random, shuffled) and their slopes per unit α. (In
+    SteerResult.metrics.*.*.)"""
     curves: dict[str, list[CurvePoint]] = ABSENT
     slopes: dict[str, Interval] = ABSENT
 
 
 @dataclass(frozen=True, kw_only=True)
 class PatchEffect(Record):
-    """SteerResult.patching.rows[]"""
+    """Patching one layer × position from one model into the other: the change of the DPO margin beside the null
+    (another pair's activation). (In SteerResult.patching.rows[].)"""
     direction: str | None = ABSENT
     layer: int | None = ABSENT
     hook: str | None = ABSENT
@@ -213,7 +223,7 @@ class PatchEffect(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Patching(Record):
-    """SteerResult.patching"""
+    """The patching analysis: the test pairs' DPO margin and every layer × position effect. (In SteerResult.patching.)"""
     n_pairs: int | None = ABSENT
     margin: Interval | None = ABSENT
     rows: list[PatchEffect] = ABSENT
@@ -221,7 +231,7 @@ class Patching(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class SplitMetrics(Record):
-    """SweepResult.rows[].val"""
+    """A probe's metrics on one split (or one control: length, shuffled labels). (In SweepResult.rows[].val.)"""
     n: float | None = ABSENT
     n_pairs: float | None = ABSENT
     loss: float | None = ABSENT
@@ -234,7 +244,8 @@ class SplitMetrics(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class TestMetrics(Record):
-    """SweepResult.rows[].test"""
+    """A probe's metrics on the test split, with the truth and minimal-pair checks where the rater is known. (In
+    SweepResult.rows[].test.)"""
     n: float | None = ABSENT
     n_pairs: float | None = ABSENT
     loss: float | None = ABSENT
@@ -256,7 +267,8 @@ class TestMetrics(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class VersusBaseline(Record):
-    """SweepResult.rows[].vs_baselines.*"""
+    """A probe against one baseline on the same test pairs (McNemar), or its r against the prompt bag of words at
+    user_end. (In SweepResult.rows[].vs_baselines.*.)"""
     r: float | None = ABSENT
     diff: float | None = ABSENT
     diff_lo: float | None = ABSENT
@@ -269,7 +281,8 @@ class VersusBaseline(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeCell(Record):
-    """SweepResult.rows[]"""
+    """One fitted probe of the sweep (layer × position), flattened with its baselines, and its nested metrics. (In
+    SweepResult.rows[].)"""
     hook: str | None = ABSENT
     layer: int | None = ABSENT
     position: str | None = ABSENT
@@ -317,7 +330,8 @@ class ProbeCell(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class BaselineScore(Record):
-    """SweepResult.baselines.pairs.scores.*"""
+    """One baseline (bag of words, DPO reward, log-prob) on the test pairs: accuracy with its CI, and the truth checks.
+    (In SweepResult.baselines.pairs.scores.*.)"""
     n: int | None = ABSENT
     acc: float | None = ABSENT
     acc_lo: float | None = ABSENT
@@ -331,7 +345,7 @@ class BaselineScore(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class PairBaselines(Record):
-    """SweepResult.baselines.pairs"""
+    """The baselines fitted and scored on the test pairs. (In SweepResult.baselines.pairs.)"""
     n: int | None = ABSENT
     truth_known: bool | None = ABSENT
     minimal_known: bool | None = ABSENT
@@ -342,7 +356,8 @@ class PairBaselines(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class Reliability(Record):
-    """SweepResult.baselines.user_end.reliability"""
+    """The user_end target's split-half reliability (the ceiling on any r). (In
+    SweepResult.baselines.user_end.reliability.)"""
     n_prompts: int | None = ABSENT
     r_half: float | None = ABSENT
     reliability: float | None = ABSENT
@@ -351,7 +366,7 @@ class Reliability(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class RInterval(Record):
-    """SweepResult.baselines.user_end.prompt_bow"""
+    """A correlation with its CI over prompts. (In SweepResult.baselines.user_end.prompt_bow.)"""
     r: float | None = ABSENT
     r_lo: float | None = ABSENT
     r_hi: float | None = ABSENT
@@ -359,7 +374,8 @@ class RInterval(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class UserEndTarget(Record):
-    """SweepResult.baselines.user_end"""
+    """The user_end target (the expected reward of the policy's answer): how it was made and what a prompt-only text
+    model reaches. (In SweepResult.baselines.user_end.)"""
     target: str | None = ABSENT
     k: int | None = ABSENT
     n_prompts: dict[str, int] = ABSENT
@@ -373,7 +389,7 @@ class UserEndTarget(Record):
 
 @dataclass(frozen=True, kw_only=True)
 class SweepBaselines(Record):
-    """SweepResult.baselines"""
+    """The sweep's baselines: on the test pairs, and for the user_end target. (In SweepResult.baselines.)"""
     pairs: PairBaselines | None = ABSENT
     user_end: UserEndTarget | None = ABSENT
 

@@ -289,16 +289,14 @@ class SearchResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchResult":
+        """The inverse of to_dict (its derived gains are recomputed, not read)."""
         def found(x):
             return Found(**{**x, "ids": tuple(x["ids"])})
 
-        return cls(prefix=d["prefix"], target=d["target"], strategy=d["strategy"], seed=int(d["seed"]),
-                   best=found(d["best"]), top=tuple(found(x) for x in d["top"]),
-                   best_so_far=tuple(float(x) for x in d["best_so_far"]), evaluations=int(d["evaluations"]),
-                   seconds=float(d["seconds"]), options=dict(d.get("options") or {}),
-                   forwards=float(d.get("forwards", 0.0)), compute=dict(d.get("compute") or {}),
-                   prefix_probe_score=d.get("prefix_probe_score"), true_reward=d.get("true_reward"),
-                   prefix_true_reward=d.get("prefix_true_reward"), true_answers=int(d.get("true_answers", 0)))
+        kwargs = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
+        kwargs.update(best=found(d["best"]), top=tuple(found(x) for x in d["top"]),
+                      best_so_far=tuple(float(x) for x in d["best_so_far"]))
+        return cls(**kwargs)
 
 
 # ----- the search -----

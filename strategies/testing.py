@@ -102,7 +102,8 @@ class StrategyContract:
     exhausts: ClassVar[bool] = True
 
     @pytest.fixture(scope="class")
-    def scorer(self) -> ProbeScorer:
+    @classmethod
+    def scorer(cls) -> ProbeScorer:
         return organism_scorer()
 
     @pytest.mark.parametrize("target", ["prompt", "completion"])

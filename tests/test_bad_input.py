@@ -58,6 +58,13 @@ def inputs(tiny_search, tmp_path_factory):
     (d / "junk.pt").write_bytes(b"\x00junk")
     (d / "a_file").write_text("not a directory\n")
     (d / "bad.yaml").write_bytes(b"budget: \xff\xfe\n")
+    # a "billion laughs": each level repeats the last nine times (a 1 KB file once became a 34 MB report.json)
+    (d / "alias_bomb.yaml").write_text('a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+                                       'b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
+                                       'demo:\n  search:\n    options: {beam: {width: *b}}\n')
+    (d / "huge.yaml").write_text("demo:\n  seed: 1\n" + "# padding\n" * 120_000)
+    (d / "unknown_strategy.yaml").write_text("demo:\n  search:\n    strategies: [random, beam, gcgg]\n")
+    (d / "unknown_stage.yaml").write_text("demo:\n  stages: [nowhere.at_all:Stage]\n")
     # a GPT-2 with 64 positions, and rows far longer than that
     gpt2 = d / "gpt2"
     tok = tiny_tokenizer()
@@ -147,6 +154,15 @@ CASES = [
     ("device-banana-run", lambda w, o, ro: run(w, o, "--device", "banana"), "unknown device 'banana'"),
     ("device-banana-compare", lambda w, o, ro: ["compare", "--device", "banana", "--out", str(o)],
      "unknown device 'banana'"),
+    ("yaml-alias-bomb", lambda w, o, ro: ["demo", "--config", str(w["dir"] / "alias_bomb.yaml"), "--out", str(o)],
+     "aliases (*a) are not allowed"),
+    ("yaml-too-large", lambda w, o, ro: ["demo", "--config", str(w["dir"] / "huge.yaml"), "--out", str(o)],
+     "too large for a config file"),
+    ("demo-unknown-strategy", lambda w, o, ro: ["demo", "--config", str(w["dir"] / "unknown_strategy.yaml"),
+                                                "--out", str(o)], "unknown strategy 'gcgg'"),
+    ("demo-unknown-stage", lambda w, o, ro: ["demo", "--config", str(w["dir"] / "unknown_stage.yaml"),
+                                             "--out", str(o)], "cannot import nowhere.at_all"),
+    ("run-unknown-strategy-spec", lambda w, o, ro: run(w, o, "--strategy", "tests.toy:Nope"), "has no 'Nope'"),
     ("device-banana-demo", lambda w, o, ro: ["demo", "--device", "banana", "--out", str(o)],
      "unknown device 'banana'"),
     ("run-batch-size-0", lambda w, o, ro: run(w, o, "--batch-size", "0"), "--batch-size: must be at least 1"),

@@ -248,3 +248,13 @@ def test_prompts_from_a_text_file(subjects, tmp_path):
     assert sorted({r["prompt"] for r in result.table}) == ["compliment my poem .", "name two fruits .",
                                                            "what is 3 plus 5 ?"]
     assert result.summary.n_completions == {"pre": 3, "post": 3}
+
+
+def test_pre_and_post_the_same_model_is_told(tmp_path):
+    from rsearch.jobs.compare import same_weights
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "m")
+    assert same_weights(str(tmp_path / "m"), str(tmp_path / "link"))
+    assert not same_weights(str(tmp_path / "m"), str(tmp_path / "other"))
+    assert same_weights("org/model", "org/model") and not same_weights("org/model", "org/model", "v1", "v2")

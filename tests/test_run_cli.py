@@ -62,6 +62,22 @@ def test_a_strategy_from_outside_the_package_runs_from_the_command_line(tiny_sea
     assert bad.returncode == 2 and bad.stderr.strip() == "rsearch: error: toy.width: must be at least 1, got 0"
 
 
+def test_run_takes_a_config_file_and_says_where_the_probe_is_read(tiny_search, tmp_path, capsys):
+    """`--config` like every job (flags win over the file), and a probe trained at -1 read at user_end by a prompt
+    search is said so, once, after every check has passed."""
+    _, probe = tiny_search
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("run:\n  strategy: random\n  budget: 6\n  logprob_weight: 0.0\n")
+    assert main(base_args(probe, tmp_path / "c", "--config", str(cfg), "--prefix", "what is", "--budget", "4")) == 0
+    saved = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert (saved["strategy"], saved["budget"], saved["logprob_weight"]) == ("random", 4, 0.0)
+    err = capsys.readouterr().err
+    assert err.count("the probe was trained at position -1") == 1 and "user_end" in err
+    assert main(base_args(probe, tmp_path / "d", "--config", str(cfg), "--prefix", "what is",
+                          "--position", "user_end")) == 0
+    assert "the probe was trained at" not in capsys.readouterr().err
+
+
 def test_options_file_and_other_strategies(tiny_search, tmp_path, capsys):
     _, probe = tiny_search
     opts = tmp_path / "opts.yaml"

@@ -90,7 +90,7 @@ def test_no_stale_stage_on_any_field_change():
     tested = set()
     for section, f, hint in leaf_fields():
         where = f"{section}.{f.name}" if section else f.name
-        if section is None and f.name in ("stages", "stage_options"):
+        if section is None and f.name in ("stages", "stage_options", "skip"):
             continue  # extra stages: test_an_extra_stage_is_keyed_by_its_options_and_inputs_alone
         current = getattr(getattr(base_cfg, section) if section else base_cfg, f.name)
         new = other_value(f.name, current, hint)
@@ -131,11 +131,19 @@ def test_an_extra_stage_is_keyed_by_its_options_and_inputs_alone():
     assert upstream["toy"] != with_toy["toy"] and upstream["source"] != with_toy["source"]
 
 
+def test_skipping_a_stage_drops_its_readers_and_keeps_the_other_keys():
+    base = stage_keys(DemoConfig(), SUBJECTS)
+    skipped = stage_keys(DemoConfig().replace(skip=("compare",)), SUBJECTS)
+    assert set(skipped) == {"subjects", "probes", "search", "causal"}  # source and direction read compare
+    assert all(skipped[k] == base[k] for k in skipped)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"stages": ("tests.toy:NoSuch",)}, "tests.toy has no 'NoSuch'"),
     ({"stages": ("tests.toy:ToyResult",)}, "not a subclass of rsearch.study.Stage"),
     ({"stages": ("nowhere.at_all:Stage",)}, "cannot import nowhere.at_all"),
     ({"stages": ("probez",)}, "unknown stage 'probez'"),
+    ({"skip": ("comparee",)}, "skip: no stage 'comparee'"),
     ({"stage_options": {"toy": {"top": 2}}}, "stage_options.toy: no stage 'toy'"),
     ({"stages": ("tests.toy:ToyStage",), "stage_options": {"toy": {"tpo": 2}}}, "unknown option 'tpo'"),
     ({"stages": ("tests.toy:ToyStage",), "stage_options": {"toy": {"top": 0}}}, "top: must be at least 1"),

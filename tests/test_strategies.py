@@ -82,7 +82,8 @@ class TestToyFromOutsideThePackage(StrategyContract):
     options = {"width": 3}
 
     @pytest.fixture(scope="class")
-    def scorer(self):
+    @classmethod
+    def scorer(cls):
         return tiny_scorer()
 
 

@@ -105,6 +105,14 @@ def compare_subjects(cfg: CompareConfig) -> Subjects:
 
 # ----- the job -----
 
+def same_weights(pre: str, post: str, revision_pre: str | None = None, revision_post: str | None = None) -> bool:
+    """Whether pre and post name the same model: the same path (resolved) or hub id at the same revision."""
+    a, b = Path(pre).expanduser(), Path(post).expanduser()
+    if a.exists() or b.exists():
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    return pre == post and (revision_pre or "main") == (revision_post or "main")
+
+
 def run_compare(cfg: CompareConfig, models: ModelCache | None = None) -> CompareRun:
     """Runs the comparison (see the module docstring) and writes its outputs under `cfg.out`."""
     if not cfg.probe:
@@ -113,6 +121,9 @@ def run_compare(cfg: CompareConfig, models: ModelCache | None = None) -> Compare
         raise RsearchError(f"probe file not found: {cfg.probe}")
     t0 = time.perf_counter()
     subjects = compare_subjects(cfg)
+    if same_weights(subjects.pre, subjects.post, cfg.revision_pre, cfg.revision_post):
+        log.warning("pre and post are the same model: every post − pre difference is 0 by construction, so its "
+                    "tests and correlations are undefined (nan); give the pre-RL and post-RL models")
     models = models or ModelCache(cfg.dtype, cfg.device)
     prompts = load_prompts(cfg.prompts, subjects.dataset, cfg.n, cfg.seed)
     pre_model, pre_tok = models.get(subjects.pre, cfg.revision_pre)

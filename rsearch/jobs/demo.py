@@ -55,7 +55,7 @@ def shared_settings(cfg: DemoConfig) -> dict[str, Any]:
     """The settings every stage shares (subjects, seed, dtype, test split): DemoConfig's own fields, less the
     list of extra stages and their options (which only those stages read)."""
     return {k: v for k, v in cfg.key_dict().items()
-            if not isinstance(getattr(cfg, k), Config) and k not in ("stages", "stage_options")}
+            if not isinstance(getattr(cfg, k), Config) and k not in ("stages", "stage_options", "skip")}
 
 
 def subjects_settings(cfg: DemoConfig, subjects: Subjects) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def stage_plan(cfg: DemoConfig, subjects: Subjects, stages: list[Stage] | None =
     """stage → (the settings its key hashes, its upstream stages). Each stage runs with exactly these configs."""
     ctx = StudyContext(cfg=cfg, subjects=subjects, out=Path(cfg.out))
     plan = {SUBJECTS: (subjects_settings(cfg, subjects), ())}
-    for stage in stages if stages is not None else study_stages(cfg.stages):
+    for stage in stages if stages is not None else study_stages(cfg.stages, cfg.skip):
         plan[stage.name] = (settings_of(*stage.settings(ctx)), stage.reads)
     return plan
 
@@ -107,7 +107,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _run_stages(cfg: DemoConfig, st: StageCache, subjects: Subjects, out: Path) -> dict[str, Any]:
-    stages = study_stages(cfg.stages)
+    stages = study_stages(cfg.stages, cfg.skip)
     plan = stage_plan(cfg, subjects, stages)
     st.keys[SUBJECTS] = stage_key(SUBJECTS, plan[SUBJECTS][0], {})
     ctx = StudyContext(cfg=cfg, subjects=subjects, out=out, models=ModelCache(cfg.dtype, cfg.device))

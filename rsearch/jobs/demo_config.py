@@ -130,6 +130,8 @@ class DemoConfig(Config):
     stages: tuple[str, ...] = setting((), flag="--stage", repeat=True, metavar="MODULE:CLASS",
                                       help="an extra stage, as module.path:Class (repeatable; see rsearch.study.stage)")
     stage_options: dict = setting(default_factory=dict, cli=False, help="extra stage name → its options")
+    skip: tuple[str, ...] = setting((), repeat=True, metavar="STAGE",
+                                    help="a stage to leave out, with every stage that reads it (repeatable)")
     train_probe: TrainProbeConfig = dataclasses.field(default_factory=lambda: TrainProbeConfig(
         positions=DEMO_POSITIONS, max_train=3000, max_test=600, fitter="fast", extract_batch_size=64,
         expected_reward_k=8, expected_reward_max_train=400, max_new_tokens=48, sample_batch_size=256))
@@ -150,7 +152,7 @@ class DemoConfig(Config):
         check(self.threads >= 0, f"threads: must be ≥ 0 (0: torch's default), got {self.threads}")
         check_device(self.device)
         check_rater(self.rater)
-        check_stage_options(self.stages, self.stage_options)
+        check_stage_options(self.stages, self.stage_options, self.skip)
         for section, names in WIRED.items():
             sub = getattr(self, section)
             defaults = type(sub)()

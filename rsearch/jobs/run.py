@@ -89,7 +89,7 @@ class RunConfig(Config):
 
 
 def add_arguments(parser) -> None:
-    add_config_arguments(parser, RunConfig)
+    add_config_arguments(parser, RunConfig, config_file="YAML file (top-level keys, or a `run:` section)")
 
 
 # ----- inputs -----
@@ -302,7 +302,7 @@ def _main(args, held: contextlib.ExitStack) -> int:
         from rsearch.positions import parse_position
 
         parse_position(args.position)
-    check_probe(args, prefixes)
+    meta = check_probe(args, prefixes)
     config = run_settings(args, options, prefixes)
     run_dir = check_out_dir(run_directory(args, config))
     if args.ray_address is not None:  # a cluster that does not answer fails here, before anything is written
@@ -310,6 +310,11 @@ def _main(args, held: contextlib.ExitStack) -> int:
     held.enter_context(output_dir(run_dir))
     check_resume(run_dir, config, args.resume)
     write_json(run_dir / "run.json", config)
+    trained_at = str(meta.get("position", "-1"))
+    if args.target == "prompt" and args.position is None and trained_at != "user_end":
+        log.warning(f"the probe was trained at position {trained_at}, but a prompt search reads it at user_end (the "
+                    f"end of the user's turn), where it was not trained: its scores there extrapolate. The "
+                    f"sweep's user_end probe reads that position (pass --position user_end to silence this)")
 
     threads = max(1, (os.cpu_count() or 1) // max(1, args.workers)) if args.workers else None
     spec = SearchSpec(probe=str(Path(args.probe).resolve()), strategy=args.strategy, options=options, budget=budget,

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from rsearch.chat import encode_conversation
 from rsearch.config import Config, add_config_arguments, check, check_device, config_from_args, setting
 from rsearch.errors import RsearchError
-from rsearch.io_utils import write_text
+from rsearch.io_utils import output_dir, write_text
 from rsearch.lm import ModelCache, sample_completions, sequence_logprobs
 from rsearch.log import show_progress
 from rsearch.positions import parse_position
@@ -327,7 +327,8 @@ def format_summary(result: SteerResult) -> str:
 
 def main(args) -> int:
     cfg = config_from_args(args, SteerConfig, "steer")
-    result = run_steer(cfg)
+    with output_dir(cfg.out):  # checked, and locked against a second steer, before any model loads
+        result = run_steer(cfg)
     print(format_summary(result))
     print(f"summary: {Path(cfg.out) / 'steer.json'}; table: {Path(cfg.out) / 'completions.jsonl'}")
     return 0

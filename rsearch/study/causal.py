@@ -8,39 +8,10 @@ from typing import Any, Mapping
 
 from rsearch.analysis.causal import beyond
 from rsearch.jobs.steer import run_steer
-from rsearch.report.numbers import ci, fmt, fmt_p, fmt_signed
+from rsearch.report.numbers import ci, fmt, fmt_signed
 from rsearch.results import StageResult, SteerResult
 from rsearch.study.probes import BEST_PROBE
-from rsearch.study.stage import Stage, StudyContext, Table, register_stage
-
-
-@register_stage
-class CausalStage(Stage):
-    name = "causal"
-    reads = ("subjects", "probes")
-    Result = SteerResult
-    report_id = "Q6"
-    question = "Does the model use what the probe reads?"
-    figures = {"steering": "causal/steering.png", "patching": "causal/patching.png"}
-
-    def settings(self, ctx: StudyContext):
-        return (self._config(ctx, BEST_PROBE, ""),)
-
-    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> SteerResult:
-        return run_steer(self._config(ctx, inputs["probes"].best_probe, str(directory)), ctx.models)
-
-    def _config(self, ctx: StudyContext, probe: str, out: str):
-        s = ctx.subjects
-        return ctx.cfg.causal_config(s.pre, s.post, s.dataset, probe, s.beta, s.rater, out)
-
-    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
-        return causal_numbers(results["causal"])
-
-    def answer(self, numbers: dict[str, Any]) -> tuple[str, str]:
-        return answer_q6(numbers)
-
-    def table(self, numbers: dict[str, Any]) -> Table:
-        return q6_table(numbers)
+from rsearch.study.stage import Stage, StudyContext, register_stage
 
 
 # Q6: causal evidence (steering along the probe direction against two nulls; patching between the models)
@@ -169,3 +140,29 @@ def q6_table(q6: dict) -> tuple[list[str], list[list[str]]]:
                      f"layer {fmt(r['layer'])} `{r['position']}`", cell(r["delta"]), "another pair's activation",
                      cell(r["delta_null"]), cell(r["delta_minus_null"])])
     return head, rows
+
+
+@register_stage
+class CausalStage(Stage):
+    name = "causal"
+    reads = ("subjects", "probes")
+    Result = SteerResult
+    report_id = "Q6"
+    question = "Does the model use what the probe reads?"
+    figures = {"steering": "causal/steering.png", "patching": "causal/patching.png"}
+
+    def settings(self, ctx: StudyContext):
+        return (self._config(ctx, BEST_PROBE, ""),)
+
+    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> SteerResult:
+        return run_steer(self._config(ctx, inputs["probes"].best_probe, str(directory)), ctx.models)
+
+    def _config(self, ctx: StudyContext, probe: str, out: str):
+        s = ctx.subjects
+        return ctx.cfg.causal_config(s.pre, s.post, s.dataset, probe, s.beta, s.rater, out)
+
+    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
+        return causal_numbers(results["causal"])
+
+    answer = staticmethod(answer_q6)
+    table = staticmethod(q6_table)

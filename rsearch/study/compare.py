@@ -10,37 +10,7 @@ from rsearch.report.numbers import ci, fmt, fmt_p, fmt_signed
 from rsearch.report.verdicts import verdict
 from rsearch.results import ComparisonResult, StageResult
 from rsearch.study.probes import BEST_PROBE
-from rsearch.study.stage import Stage, StudyContext, Table, register_stage
-
-
-@register_stage
-class CompareStage(Stage):
-    name = "compare"
-    reads = ("subjects", "probes")
-    Result = ComparisonResult
-    report_id = "Q2"
-    question = ("Do the post-RL model's completions score higher under the probe than the pre-RL model's, and does "
-                "the true reward agree?")
-    figures = {"distributions": "compare/distributions.png", "probe_vs_truth": "compare/probe_vs_truth.png"}
-
-    def settings(self, ctx: StudyContext):
-        return (self._config(ctx, BEST_PROBE, ""),)
-
-    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> ComparisonResult:
-        return run_compare(self._config(ctx, inputs["probes"].best_probe, str(directory)), ctx.models)
-
-    def _config(self, ctx: StudyContext, probe: str, out: str):
-        s = ctx.subjects
-        return ctx.cfg.compare_config(s.pre, s.post, s.dataset, probe, s.beta, s.rater, out)
-
-    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
-        return q2_numbers(results["compare"])
-
-    def answer(self, numbers: dict[str, Any]) -> tuple[str, str]:
-        return answer_q2(numbers)
-
-    def table(self, numbers: dict[str, Any]) -> Table:
-        return q2_table(numbers)
+from rsearch.study.stage import Stage, StudyContext, register_stage
 
 
 def q2_numbers(compare: ComparisonResult) -> dict[str, Any]:
@@ -109,3 +79,30 @@ def q2_table(q2: dict) -> tuple[list[str], list[list[str]]]:
               f"{ci(s['ci_lo'], s['ci_hi'], True)}", fmt_p(s["p_value"])]
              for name, s in ((n, q2["metrics"].get(n)) for n in ("probe_score", "true_reward", "length", "dpo_reward"))
              if s])
+
+
+@register_stage
+class CompareStage(Stage):
+    name = "compare"
+    reads = ("subjects", "probes")
+    Result = ComparisonResult
+    report_id = "Q2"
+    question = ("Do the post-RL model's completions score higher under the probe than the pre-RL model's, and does "
+                "the true reward agree?")
+    figures = {"distributions": "compare/distributions.png", "probe_vs_truth": "compare/probe_vs_truth.png"}
+
+    def settings(self, ctx: StudyContext):
+        return (self._config(ctx, BEST_PROBE, ""),)
+
+    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> ComparisonResult:
+        return run_compare(self._config(ctx, inputs["probes"].best_probe, str(directory)), ctx.models)
+
+    def _config(self, ctx: StudyContext, probe: str, out: str):
+        s = ctx.subjects
+        return ctx.cfg.compare_config(s.pre, s.post, s.dataset, probe, s.beta, s.rater, out)
+
+    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
+        return q2_numbers(results["compare"])
+
+    answer = staticmethod(answer_q2)
+    table = staticmethod(q2_table)

@@ -14,34 +14,8 @@ from rsearch.probes import load_probe
 from rsearch.report.numbers import ci, fmt, fmt_signed
 from rsearch.results import ComparisonResult, DirectionResult, StageResult, SweepResult
 from rsearch.study.inputs import compare_rows, probe_training_data
-from rsearch.study.stage import Stage, StudyContext, Table, register_stage
+from rsearch.study.stage import Stage, StudyContext, register_stage
 from rsearch.subjects import Subjects
-
-
-@register_stage
-class DirectionStage(Stage):
-    name = "direction"
-    reads = ("compare",)
-    Result = DirectionResult
-    report_id = "Q4"
-    question = "Does the RL update move activations along the reward probe's direction?"
-    figures = {"direction": "direction/direction.png"}
-
-    def settings(self, ctx: StudyContext):
-        return (ctx.cfg.direction,)
-
-    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> DirectionResult:
-        return run_direction(ctx.cfg.direction, ctx.cfg.seed, ctx.subjects, inputs["probes"], inputs["compare"],
-                             ctx.models, directory)
-
-    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
-        return q4_numbers(results["direction"], results["probes"].best["layer"])
-
-    def answer(self, numbers: dict[str, Any]) -> tuple[str, str]:
-        return answer_q4(numbers)
-
-    def table(self, numbers: dict[str, Any]) -> Table:
-        return q4_table(numbers)
 
 
 def run_direction(cfg: DirectionConfig, seed: int, subjects: Subjects, sweep: SweepResult,
@@ -161,3 +135,26 @@ def q4_table(q4: dict) -> tuple[list[str], list[list[str]]]:
               (f"{fmt_signed(x['writes_std_diff'])} {ci(x['writes_std_diff_lo'], x['writes_std_diff_hi'], True)} / "
                f"{fmt(x['writes_null_family95'])}") if "writes_std_diff" in x else "n/a",
               fmt(x["update_rel_norm"])] for x in q4["rows"]])
+
+
+@register_stage
+class DirectionStage(Stage):
+    name = "direction"
+    reads = ("compare",)
+    Result = DirectionResult
+    report_id = "Q4"
+    question = "Does the RL update move activations along the reward probe's direction?"
+    figures = {"direction": "direction/direction.png"}
+
+    def settings(self, ctx: StudyContext):
+        return (ctx.cfg.direction,)
+
+    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> DirectionResult:
+        return run_direction(ctx.cfg.direction, ctx.cfg.seed, ctx.subjects, inputs["probes"], inputs["compare"],
+                             ctx.models, directory)
+
+    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
+        return q4_numbers(results["direction"], results["probes"].best["layer"])
+
+    answer = staticmethod(answer_q4)
+    table = staticmethod(q4_table)

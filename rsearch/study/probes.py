@@ -9,36 +9,9 @@ from rsearch.jobs.train_probe import train_probes
 from rsearch.report.numbers import ci, fmt, fmt_p, fmt_signed
 from rsearch.report.verdicts import verdict
 from rsearch.results import StageResult, SweepResult
-from rsearch.study.stage import Stage, StudyContext, Table, register_stage
+from rsearch.study.stage import Stage, StudyContext, register_stage
 
 BEST_PROBE = "probes/best_probe.safetensors"  # the best probe's path relative to the run, as later stages' keys name it
-
-
-@register_stage
-class ProbesStage(Stage):
-    name = "probes"
-    Result = SweepResult
-    report_id = "Q1"
-    question = ("Does a probe read reward from the model's activations, and where (layer × position, including the "
-                "end of the user's prompt)?")
-    figures = {"heatmap": "probes/heatmap.png"}
-
-    def settings(self, ctx: StudyContext):
-        s = ctx.subjects
-        return (ctx.cfg.sweep_config(s.post, s.dataset, "", s.pre, s.rater),)
-
-    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> SweepResult:
-        s = ctx.subjects
-        return train_probes(ctx.cfg.sweep_config(s.post, s.dataset, str(directory), s.pre, s.rater), ctx.models)
-
-    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
-        return q1_numbers(results["probes"])
-
-    def answer(self, numbers: dict[str, Any]) -> tuple[str, str]:
-        return answer_q1(numbers)
-
-    def table(self, numbers: dict[str, Any]) -> Table:
-        return q1_table(numbers)
 
 
 ALPHA = 0.05  # McNemar's test: the level at which a probe "beats" a baseline
@@ -197,3 +170,27 @@ def q1_table(q1: dict) -> tuple[list[str], list[list[str]]]:
                      pv(g["logprob_acc"], g["p_vs_logprob"]), fmt(g["length_pairwise_acc"]),
                      fmt(g["shuffled_pairwise_acc"])])
     return head, rows
+
+
+@register_stage
+class ProbesStage(Stage):
+    name = "probes"
+    Result = SweepResult
+    report_id = "Q1"
+    question = ("Does a probe read reward from the model's activations, and where (layer × position, including the "
+                "end of the user's prompt)?")
+    figures = {"heatmap": "probes/heatmap.png"}
+
+    def settings(self, ctx: StudyContext):
+        s = ctx.subjects
+        return (ctx.cfg.sweep_config(s.post, s.dataset, "", s.pre, s.rater),)
+
+    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> SweepResult:
+        s = ctx.subjects
+        return train_probes(ctx.cfg.sweep_config(s.post, s.dataset, str(directory), s.pre, s.rater), ctx.models)
+
+    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
+        return q1_numbers(results["probes"])
+
+    answer = staticmethod(answer_q1)
+    table = staticmethod(q1_table)

@@ -9,35 +9,7 @@ from rsearch.jobs.search_check import run_search_check
 from rsearch.report.numbers import ci, fmt, fmt_p, fmt_signed
 from rsearch.report.verdicts import verdict
 from rsearch.results import SearchOutcome, StageResult
-from rsearch.study.stage import Stage, StudyContext, Table, register_stage
-
-
-@register_stage
-class SearchStage(Stage):
-    name = "search"
-    reads = ("subjects", "probes")
-    Result = SearchOutcome
-    report_id = "Q5"
-    question = ("What did search find, and does the true rater agree it is better than the unsearched prefix and "
-                "random prompts?")
-    figures = {"search": "search/search.png"}
-
-    def settings(self, ctx: StudyContext):
-        return (ctx.cfg.search.resolved(ctx.cfg.compare),)
-
-    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> SearchOutcome:
-        cfg = ctx.cfg
-        return run_search_check(cfg.search.resolved(cfg.compare), cfg.seed, cfg.test_split, ctx.subjects,
-                                inputs["probes"], ctx.models, directory)
-
-    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
-        return q5_numbers(results["search"])
-
-    def answer(self, numbers: dict[str, Any]) -> tuple[str, str]:
-        return answer_q5(numbers)
-
-    def table(self, numbers: dict[str, Any]) -> Table:
-        return q5_table(numbers)
+from rsearch.study.stage import Stage, StudyContext, register_stage
 
 
 def q5_numbers(search: SearchOutcome) -> dict[str, Any]:
@@ -130,3 +102,28 @@ def q5_table(q5: dict) -> tuple[list[str], list[list[str]]]:
             row.append(f"{fmt_signed(gap['mean'])} {ci(gap['ci_lo'], gap['ci_hi'], True)}" if gap else "n/a")
         rows.append(row)
     return head, rows
+
+
+@register_stage
+class SearchStage(Stage):
+    name = "search"
+    reads = ("subjects", "probes")
+    Result = SearchOutcome
+    report_id = "Q5"
+    question = ("What did search find, and does the true rater agree it is better than the unsearched prefix and "
+                "random prompts?")
+    figures = {"search": "search/search.png"}
+
+    def settings(self, ctx: StudyContext):
+        return (ctx.cfg.search.resolved(ctx.cfg.compare),)
+
+    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> SearchOutcome:
+        cfg = ctx.cfg
+        return run_search_check(cfg.search.resolved(cfg.compare), cfg.seed, cfg.test_split, ctx.subjects,
+                                inputs["probes"], ctx.models, directory)
+
+    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
+        return q5_numbers(results["search"])
+
+    answer = staticmethod(answer_q5)
+    table = staticmethod(q5_table)

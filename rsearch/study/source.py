@@ -13,34 +13,8 @@ from rsearch.report.numbers import ci, fmt
 from rsearch.report.verdicts import verdict
 from rsearch.results import ComparisonResult, SourceResult, StageResult, SweepResult
 from rsearch.study.inputs import compare_rows
-from rsearch.study.stage import Stage, StudyContext, Table, register_stage
+from rsearch.study.stage import Stage, StudyContext, register_stage
 from rsearch.subjects import Subjects
-
-
-@register_stage
-class SourceStage(Stage):
-    name = "source"
-    reads = ("compare",)
-    Result = SourceResult
-    report_id = "Q3"
-    question = "Can a probe tell which model (pre- or post-RL) wrote a completion?"
-    figures = {"source": "source/source.png"}
-
-    def settings(self, ctx: StudyContext):
-        return (ctx.cfg.source,)
-
-    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> SourceResult:
-        return run_source(ctx.cfg.source, ctx.cfg.seed, ctx.subjects, inputs["probes"], inputs["compare"],
-                          ctx.models, directory)
-
-    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
-        return q3_numbers(results["source"], results["probes"])
-
-    def answer(self, numbers: dict[str, Any]) -> tuple[str, str]:
-        return answer_q3(numbers)
-
-    def table(self, numbers: dict[str, Any]) -> Table:
-        return q3_table(numbers)
 
 
 def run_source(cfg: SourceConfig, seed: int, subjects: Subjects, sweep: SweepResult, compare: ComparisonResult,
@@ -95,3 +69,26 @@ def q3_table(q3: dict) -> tuple[list[str], list[list[str]]]:
     return (["layer", "position", "test accuracy [95% CI over prompts]", "AUROC"],
             [[fmt(x["layer"]), f"`{x['position']}`", f"{fmt(x['accuracy'])} {ci(x['accuracy_lo'], x['accuracy_hi'])}",
               fmt(x.get("auroc"))] for x in q3["rows"]])
+
+
+@register_stage
+class SourceStage(Stage):
+    name = "source"
+    reads = ("compare",)
+    Result = SourceResult
+    report_id = "Q3"
+    question = "Can a probe tell which model (pre- or post-RL) wrote a completion?"
+    figures = {"source": "source/source.png"}
+
+    def settings(self, ctx: StudyContext):
+        return (ctx.cfg.source,)
+
+    def run(self, ctx: StudyContext, inputs: Mapping[str, StageResult], directory: Path) -> SourceResult:
+        return run_source(ctx.cfg.source, ctx.cfg.seed, ctx.subjects, inputs["probes"], inputs["compare"],
+                          ctx.models, directory)
+
+    def numbers(self, results: Mapping[str, StageResult]) -> dict[str, Any]:
+        return q3_numbers(results["source"], results["probes"])
+
+    answer = staticmethod(answer_q3)
+    table = staticmethod(q3_table)

@@ -121,14 +121,25 @@ def load_stage(spec: str) -> type[Stage]:
     return cls
 
 
-def study_stages(extra: Sequence[str] = ()) -> list[Stage]:
+def study_stages(extra: Sequence[str] = (), skip: Sequence[str] = ()) -> list[Stage]:
     """The built-in stages and `extra` ones (specs), each after the stages it reads (registration order
-    otherwise); one-line errors for a duplicate name, an unknown input or a cycle."""
+    otherwise), less those in `skip` and every stage that reads one of them; one-line errors for a duplicate
+    name, an unknown input or a cycle."""
     classes = built_in_stages()
     for spec in extra:
         cls = load_stage(spec)
         if cls not in classes:
             classes.append(cls)
+    unknown = [s for s in skip if s not in {c.name for c in classes}]
+    if unknown:
+        raise RsearchError(f"skip: no stage {unknown[0]!r} (stages: {', '.join(c.name for c in classes)})")
+    dropped = set(skip)
+    while True:
+        more = {c.name for c in classes if c.name not in dropped and dropped & set(c.reads)}
+        if not more:
+            break
+        dropped |= more
+    classes = [c for c in classes if c.name not in dropped]
     names = [c.name for c in classes]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup or SUBJECTS in names:
@@ -150,8 +161,10 @@ def study_stages(extra: Sequence[str] = ()) -> list[Stage]:
     return [c() for c in ordered]
 
 
-def check_stage_options(specs: Sequence[str], options: Mapping[str, Any]) -> None:
-    """Every extra stage loads and every `stage_options` entry names one and parses as its Options."""
+def check_stage_options(specs: Sequence[str], options: Mapping[str, Any], skip: Sequence[str] = ()) -> None:
+    """Every extra stage loads, every skipped stage exists, and every `stage_options` entry names a stage and
+    parses as its Options."""
+    study_stages(specs, skip)
     stages = {s.name: s for s in study_stages(specs)}
     for name, opts in options.items():
         stage = stages.get(name)
@@ -164,7 +177,8 @@ def check_stage_options(specs: Sequence[str], options: Mapping[str, Any]) -> Non
 
 def report_stages(report: dict[str, Any]) -> list[Stage]:
     """The stages that made a report.json (its config names the extra ones), for rendering it again."""
-    return study_stages(tuple((report.get("config") or {}).get("stages") or ()))
+    cfg = report.get("config") or {}
+    return study_stages(tuple(cfg.get("stages") or ()), tuple(cfg.get("skip") or ()))
 
 
 def replace_paths(config: Config, **paths: str) -> Config:
