@@ -33,6 +33,8 @@ import torch
 from rsearch.activations import extract
 from rsearch.analysis.stats import Z_95, bootstrap_ci
 from rsearch.positions import parse_position
+from rsearch.probes import fit_probe
+from rsearch.probes.controls import shuffled_labels
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,9 +70,6 @@ def covariance_directions(acts: torch.Tensor, n: int, seed: int = 0) -> torch.Te
 def shuffled_probe_directions(train, val, cfg, seeds: Sequence[int], kind: str = "linear") -> torch.Tensor:
     """`[len(seeds), d]` directions of probes fitted like the reward probe (`kind`, FitConfig `cfg`) on `train`
     / `val` ProbeData whose labels are shuffled (and pairs flipped) with each seed."""
-    from rsearch.probes import fit_probe
-    from rsearch.probes.controls import shuffled_labels
-
     out = []
     for s in seeds:
         probe, _ = fit_probe(kind, shuffled_labels(train, s), None if val is None else shuffled_labels(val, s + 7919),
