@@ -36,7 +36,7 @@ from rsearch.config import (Config, add_config_arguments, check, check_device, c
                             setting)
 from rsearch.data import FeedbackPair, load_splits
 from rsearch.errors import RsearchError, one_line
-from rsearch.hooks import n_layers, parse_hook
+from rsearch.hooks import HookPoint, n_layers, parse_hook
 from rsearch.io_utils import atomic_path, output_dir, save_figure, write_text
 from rsearch.log import show_progress
 from rsearch.lm import ModelCache
@@ -240,7 +240,7 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     # the model's config and tokenizer refuse what they can before its weights load
     model_config, tokenizer = _config_and_tokenizer(cfg, model_name, models)
     n_config = getattr(model_config, "num_hidden_layers", None) or getattr(model_config, "n_layer", None)
-    wanted = ([parse_hook(f"blocks.{L}.hook_{cfg.hook_kind}") for L in cfg.layers] if cfg.sweep
+    wanted = ([HookPoint(L, cfg.hook_kind) for L in cfg.layers] if cfg.sweep
               else [parse_hook(cfg.hook)] if cfg.hook else [])
     for h in wanted:
         if n_config and not 0 <= h.layer < n_config:
@@ -258,10 +258,10 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     n = n_layers(model)
     if cfg.sweep:
         layers = cfg.layers or tuple(range(n))
-        hooks = [parse_hook(f"blocks.{L}.hook_{cfg.hook_kind}") for L in layers]
+        hooks = [HookPoint(L, cfg.hook_kind) for L in layers]
         positions = [parse_position(p) for p in cfg.positions]
     else:
-        hooks = [parse_hook(cfg.hook or f"blocks.{n // 2}.hook_resid_pre")]
+        hooks = [parse_hook(cfg.hook or HookPoint(n // 2, "resid_pre"))]
         positions = [parse_position(cfg.position)]
     for h in hooks:
         if not 0 <= h.layer < n:
