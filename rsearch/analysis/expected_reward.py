@@ -22,7 +22,7 @@ import torch
 
 from rsearch.chat import Encoded
 from rsearch.lm import sample_completions
-from rsearch.analysis.stats import bootstrap_ci
+from rsearch.analysis.stats import bootstrap, bootstrap_ci, percentile_ci
 from rsearch.analysis.text_baseline import TextBaselineConfig, fit_text_baseline
 
 
@@ -102,15 +102,10 @@ def r_difference(pred_a: Sequence[float], pred_b: Sequence[float], target: Seque
                  seed: int = 0) -> dict[str, float]:
     """r(a, target) − r(b, target) with a paired percentile bootstrap 95% interval over prompts."""
     a, b, t = (np.asarray(v, dtype=np.float64) for v in (pred_a, pred_b, target))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        i = rng.integers(0, t.size, size=t.size)
-        d = _pearson(a[i], t[i]) - _pearson(b[i], t[i])
-        if d == d:
-            diffs.append(d)
-    lo, hi = np.quantile(diffs, [0.025, 0.975]) if diffs else (float("nan"), float("nan"))
-    return _none_for_nan({"diff": _pearson(a, t) - _pearson(b, t), "lo": float(lo), "hi": float(hi)})
+    diffs = bootstrap(np.column_stack([a, b, t]), n_boot=n_boot, rng=np.random.default_rng(seed),
+                      stat=lambda rows: _pearson(rows[:, 0], rows[:, 2]) - _pearson(rows[:, 1], rows[:, 2]))
+    lo, hi = percentile_ci(diffs)
+    return _none_for_nan({"diff": _pearson(a, t) - _pearson(b, t), "lo": lo, "hi": hi})
 
 
 def prompt_text_baseline(train_rows: Sequence[Encoded], train_target: Sequence[float], test_rows: Sequence[Encoded],
