@@ -22,6 +22,9 @@ from torch import Tensor
 from rsearch.probes.models import Probe, make_probe
 from rsearch.errors import RsearchError, one_line
 from rsearch.io_utils import atomic_path
+from rsearch.hooks import parse_hook
+from rsearch.positions import parse_position
+from rsearch import __version__
 
 FORMAT_KEY = "__rsearch_probe__"
 FORMAT_TAG = "rsearch.probe/1"
@@ -98,9 +101,6 @@ _STRING_KEYS = ("model", "hook", "position", "objective", "kind", "dataset", "fi
 def _check_metadata(path: Path, metadata: dict[str, Any], d_model: int) -> None:
     """Refuses metadata a reader would trip over later: wrong types, a d_model that contradicts the tensors,
     a hook or position that does not parse."""
-    from rsearch.hooks import parse_hook
-    from rsearch.positions import parse_position
-
     for key in _STRING_KEYS:
         if key in metadata and not isinstance(metadata[key], str):
             raise RsearchError(f"{path}: probe metadata {key!r} must be a string, got {metadata[key]!r}")
@@ -121,8 +121,6 @@ def _check_metadata(path: Path, metadata: dict[str, Any], d_model: int) -> None:
 
 
 def _header(probe: Probe, metadata: dict[str, Any]) -> dict[str, str]:
-    from rsearch import __version__
-
     meta = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "rsearch_version": __version__, **metadata, "kind": probe.kind, "d_model": probe.d_model}
     header = {FORMAT_KEY: FORMAT_TAG, CONFIG_KEY: json.dumps(probe.config(), sort_keys=True)}

@@ -40,8 +40,11 @@ from rsearch.errors import RsearchError, one_line
 from rsearch.hooks import parse_hook
 from rsearch.positions import parse_position
 from rsearch.scorer import ProbeScorer, Scores
-from rsearch.models import load_model
+from rsearch.models import load_model, resolve_device
 from rsearch.searcher import Budget, Objective, SearchResult, Searcher, run_prefixes
+from rsearch.lm import ModelCache, batch_logprobs, decode_seed_batches
+from rsearch.io_utils import atomic_path
+from rsearch.activations import capture_positions, collate
 
 log = logging.getLogger("rsearch.distributed")
 
@@ -387,8 +390,6 @@ class ShardWorker:
     """Loads models on first use (by name, kept for later shards) and runs shard tasks on them."""
 
     def __init__(self, dtype: str, device: str, threads: int | None):
-        from rsearch.lm import ModelCache
-
         if threads:
             torch.set_num_threads(threads)
         self.models = ModelCache(dtype, device)
@@ -512,8 +513,6 @@ def _shard_file(cache_dir: str | Path, task: Callable, model: str, revision: str
 
 
 def _save_shard(path: Path, value: Any) -> None:
-    from rsearch.io_utils import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save(value, tmp)
 
@@ -526,8 +525,6 @@ def _load_shard(path: Path) -> Any:
 
 def capture_task(model, tokenizer, payload) -> list[dict]:
     """payload: (batches of Encoded rows, hooks, positions, pad id) → per batch {(hook, position): [rows, d]}."""
-    from rsearch.activations import capture_positions, collate
-
     batches, hooks, positions, pad_id = payload
     with torch.no_grad():
         return [{key: v.float().cpu() for key, v in capture_positions(model, collate(rows, pad_id), hooks,
@@ -536,8 +533,6 @@ def capture_task(model, tokenizer, payload) -> list[dict]:
 
 def sample_task(model, tokenizer, payload) -> list[list[tuple[list[int], bool]]]:
     """payload: ([(seed batch index, contexts)], settings) → per seed batch [(new token ids, ended)]."""
-    from rsearch.lm import decode_seed_batches
-
     batches, settings = payload
     got = decode_seed_batches(model, batches, **settings)
     return [[(list(toks), ended) for toks, ended in batch] for batch in got]
@@ -545,8 +540,6 @@ def sample_task(model, tokenizer, payload) -> list[list[tuple[list[int], bool]]]
 
 def logprob_task(model, tokenizer, payload) -> list[torch.Tensor]:
     """payload: (batches of (rows, spans), pad id, mean) → per batch `[rows]` log-probs."""
-    from rsearch.lm import batch_logprobs
-
     batches, pad_id, mean = payload
     return [batch_logprobs(model, rows, spans, pad_id=pad_id, mean=mean) for rows, spans in batches]
 
@@ -613,8 +606,6 @@ class ShardMaps:
     @property
     def pool(self) -> ShardPool:
         if self._pool is None:
-            from rsearch.models import resolve_device
-
             threads = 1 if resolve_device(self.device) == "cpu" else None
             self._pool = ShardPool(max(1, self.workers), self.address, dtype=self.dtype, device=self.device,
                                    threads=threads)

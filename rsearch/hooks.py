@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from rsearch.errors import RsearchError
+from rsearch.chat import check_context
 
 _LONG = re.compile(r"^blocks\.(\d+)\.hook_(resid_pre|resid_post)$")
 _SHORT = re.compile(r"^(\d+)\.(resid_pre|resid_post)$")
@@ -138,8 +139,6 @@ def capture(
 
 def run_forward(model: nn.Module, **inputs) -> None:
     """Runs the forward inside a `capture` block, treating the early stop as the normal end."""
-    from rsearch.chat import check_context
-
     seq = inputs.get("input_ids", inputs.get("inputs_embeds"))
     if seq is not None:
         check_context(seq.shape[1], model)  # never encode past the model's context

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from rsearch.errors import RsearchError, one_line
+from rsearch.known_models import known_model_file
+from rsearch.gguf_cache import cached_folder
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -36,8 +38,6 @@ def resolve_model_path(name_or_path: str | Path) -> str:
     folder holding one .gguf and no config.json, becomes its cached HF folder (rsearch.gguf_cache); anything
     else (a hub id, an HF folder) comes back unchanged. Call it wherever a model name enters, so config-only
     and tokenizer-only readers see the same folder as load_model."""
-    from rsearch.known_models import known_model_file
-
     name = str(name_or_path)
     local = Path(name).expanduser()
     gguf_file = None if local.exists() else known_model_file(name)  # a real path wins over a short name
@@ -50,8 +50,6 @@ def resolve_model_path(name_or_path: str | Path) -> str:
         gguf_file = found[0] if found else None
     if gguf_file is None:
         return name
-    from rsearch.gguf_cache import cached_folder
-
     return str(cached_folder(gguf_file))
 
 

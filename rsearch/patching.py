@@ -116,7 +116,7 @@ def margin_patching(pre: nn.Module, post: nn.Module, pairs: Sequence[tuple[Encod
     """
     if len(pairs) < 2:
         raise RsearchError("patching needs at least 2 feedback pairs (the null patches another pair's activation)")
-    hooks = [f"blocks.{L}.hook_{hook_kind}" for L in layers]
+    hooks = [HookPoint(L, hook_kind).name for L in layers]
     check_hooks(pre, [parse_hook(h) for h in hooks])
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(pairs), generator=gen).tolist()
@@ -158,7 +158,7 @@ def margin_patching(pre: nn.Module, post: nn.Module, pairs: Sequence[tuple[Encod
                         got.append(margins(patched, lp["post"]) if dst == "pre" else margins(lp["pre"], patched))
                     deltas[(direction, L, p)][0][chunk] = got[0] - base
                     deltas[(direction, L, p)][1][chunk] = got[1] - base
-    effects = [{"direction": d, "layer": L, "hook": f"blocks.{L}.hook_{hook_kind}", "position": p,
+    effects = [{"direction": d, "layer": L, "hook": HookPoint(L, hook_kind).name, "position": p,
                 "delta": deltas[(d, L, p)][0].tolist(), "delta_null": deltas[(d, L, p)][1].tolist()}
                for d in DIRECTIONS for L in layers for p in positions]
     return {"margin": margin.tolist(), "effects": effects}

@@ -21,6 +21,8 @@ from typing import Any, Callable, Protocol, Sequence
 
 from rsearch.errors import RsearchError
 from rsearch.plugins import is_spec, load_object
+from rsearch.prompts import user_text as last_user
+from rsearch.tasks.rater import TasksRater
 
 KEYWORDS = ("auto", "organism", "tasks", "none")
 Prompt = Any  # str, or a list of {role, content} messages
@@ -38,8 +40,6 @@ def user_text(prompt: Prompt) -> str:
     """The prompt's last user message (the whole string when it is one)."""
     if isinstance(prompt, str):
         return prompt
-    from rsearch.prompts import user_text as last_user
-
     return last_user(prompt)
 
 
@@ -144,12 +144,11 @@ def load_rater(spec: str | None, *, device: str = "auto", dtype: str = "float32"
     if spec == "auto":
         raise RsearchError("rater auto: resolve it against the subjects first")
     if spec == "organism":
+        # lazy: the rsearch.organism package loads transformers; rater specs are checked without it
         from rsearch.organism.rater import true_score
 
         return CallableRater(true_score, "organism")
     if spec == "tasks":
-        from rsearch.tasks.rater import TasksRater
-
         return TasksRater()
     if Path(spec).expanduser().is_dir():
         return HFRewardModel(str(Path(spec).expanduser()), device=device, dtype=dtype, batch_size=batch_size,

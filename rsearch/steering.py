@@ -26,6 +26,7 @@ from rsearch.activations import collate, length_sorted_batches
 from rsearch.chat import Encoded
 from rsearch.errors import RsearchError
 from rsearch.hooks import HookPoint, capture, check_hooks, edit_residual, parse_hook, run_forward
+from rsearch.lm import sample_completions
 
 POSITIONS_FROM = ("user_end", "completion")
 
@@ -33,8 +34,6 @@ POSITIONS_FROM = ("user_end", "completion")
 def plain_decoding() -> dict[str, Any]:
     """`sample_completions` keywords for its plain decoding loop, where it offers a faster one (whose batches
     change as rows finish): the loop whose forwards `steer` expects."""
-    from rsearch.lm import sample_completions
-
     return {"decode": "plain"} if "decode" in inspect.signature(sample_completions).parameters else {}
 
 

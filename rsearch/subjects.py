@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rsearch.log import show_progress
+from rsearch.raters import check_spec
 
 DEFAULT_BETA = 0.1  # zephyr's DPO β
 
@@ -42,12 +43,10 @@ def resolve_subjects(*, pre: str = "", post: str = "", dataset: str = "", rater:
         need_pre / need_dataset: whether a missing pre-RL model / dataset should be filled in (building the
             organism if needed); train-probe reads only the post-RL model and a dataset.
     """
-    from rsearch.raters import check_spec
-
     check_spec(rater)
     org = None
     if (need_pre and not pre) or not post or (need_dataset and not dataset):
-        from rsearch.organism import ensure
+        from rsearch.organism import ensure  # lazy: rsearch.organism loads transformers
 
         org = ensure(organism_size, seed=seed, progress=show_progress())
     pre = pre or (str(org.pre_dir) if need_pre else "")
@@ -56,7 +55,7 @@ def resolve_subjects(*, pre: str = "", post: str = "", dataset: str = "", rater:
     root = organism_root(post)
     card = None
     if root is not None and (not pre or organism_root(pre) == root):
-        from rsearch.organism import Organism
+        from rsearch.organism import Organism  # lazy: rsearch.organism loads transformers
 
         card = Organism.at(root).card
     is_org = card is not None

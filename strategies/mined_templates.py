@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Sequence
 
 from rsearch.errors import RsearchError
+from rsearch.prompts import load_prompts, user_text
 
 TEMPLATE = "{lead} {task} {tail}"
 
@@ -99,8 +100,6 @@ def mined_slots(dataset: str, split: str, n_prompts: int = 2000, n_choices: int 
                 min_count: int = 3, max_task_words: int = 32) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """`mine_slots` over a seeded sample of `n_prompts` distinct prompts of a dataset split (cached: every
     search of a run mines the same template once)."""
-    from rsearch.prompts import load_prompts, user_text
-
     prompts = [user_text(messages) for _, messages in load_prompts(split, dataset, n_prompts, seed=0)]
     slots = mine_slots(prompts, n_choices=n_choices, max_ngram=max_ngram, min_count=min_count,
                        max_task_words=max_task_words)

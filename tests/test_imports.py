@@ -118,3 +118,35 @@ def test_a_shipped_recipe_is_found_by_name(tmp_path, monkeypatch):
 
     with pytest.raises(RsearchError, match="shipped recipes, by name: demo, zephyr"):
         find_config("zephry")
+
+
+def local_imports() -> list[tuple[Path, int, str]]:
+    """(file, line, source) of each import of rsearch's own modules inside a function."""
+    own = ("rsearch", "probes", "strategies")
+    out = []
+    for path in modules().values():
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = ["." if node.level else node.module or ""]
+                else:
+                    continue
+                if any(n == "." or n.split(".")[0] in own for n in names):
+                    out.append((path, node.lineno, ast.unparse(node)))
+    return sorted(set(out))
+
+
+def test_own_imports_at_the_top():
+    """Imports of rsearch's own modules go at the module's top; the few deferred ones (a cycle to break, a heavy
+    dependency to keep lazy) say why on their line or the line above."""
+    found = local_imports()
+    assert len(found) <= 10, "\n".join(f"{p.relative_to(ROOT)}:{n}: {s}" for p, n, s in found)
+    for path, line, source in found:
+        lines = path.read_text().splitlines()
+        assert "#" in lines[line - 1] or lines[line - 2].strip().startswith("#"), \
+            f"{path.relative_to(ROOT)}:{line}: {source} — say why it is not at the top"

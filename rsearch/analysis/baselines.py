@@ -26,6 +26,8 @@ import torch
 
 from rsearch.chat import Encoded
 from rsearch.probes.metrics import wilson_interval
+from rsearch.analysis.text_baseline import TextBaselineConfig, fit_text_baseline
+from rsearch.lm import completion_span, sequence_logprobs
 
 TEXT_BASELINES = ("bow_completion", "bow_prompt_completion")
 LABELS = {"bow_completion": "bag of words + bigrams (completion)",
@@ -146,8 +148,6 @@ def text_rows(rows: Sequence[Encoded]) -> list[tuple[tuple[int, ...], tuple[int,
 def text_baseline_scores(train_rows: Sequence[Encoded], train_pairs: torch.Tensor, test_rows: Sequence[Encoded],
                          seed: int) -> dict[str, np.ndarray]:
     """`[n_test]` scores of both bag-of-words baselines, each fitted on the training rows' pairs (pairwise)."""
-    from rsearch.analysis.text_baseline import TextBaselineConfig, fit_text_baseline
-
     train, test = text_rows(train_rows), text_rows(test_rows)
     out = {}
     for name, mode in (("bow_completion", "completion"), ("bow_prompt_completion", "prompt_completion")):
@@ -160,8 +160,6 @@ def logprob_scores(post, rows: Sequence[Encoded], *, pad_id: int, eos_id: int | 
                    batch_size: int = 16, progress: bool = False) -> dict[str, np.ndarray]:
     """`[n]` per row: the post-RL model's mean log-prob of the completion ("logprob_post") and, given the pre-RL
     model, the DPO implicit reward without β ("dpo_reward": summed log π_post − log π_pre)."""
-    from rsearch.lm import sequence_logprobs
-
     kw = dict(pad_id=pad_id, eos_id=eos_id, batch_size=batch_size, progress=progress)
     post_sum = sequence_logprobs(post, rows, desc="log-probs post", **kw)
     n_tok = torch.tensor([max(1, b - a) for a, b in (_span(r, eos_id) for r in rows)], dtype=torch.float32)
@@ -172,8 +170,6 @@ def logprob_scores(post, rows: Sequence[Encoded], *, pad_id: int, eos_id: int | 
 
 
 def _span(row: Encoded, eos_id: int | None) -> tuple[int, int]:
-    from rsearch.lm import completion_span
-
     return completion_span(row, eos_id)
 
 

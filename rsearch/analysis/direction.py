@@ -32,7 +32,10 @@ import torch
 
 from rsearch.activations import extract
 from rsearch.analysis.stats import Z_95, bootstrap_ci
+from rsearch.hooks import HookPoint
 from rsearch.positions import parse_position
+from rsearch.probes import fit_probe
+from rsearch.probes.controls import shuffled_labels
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,9 +71,6 @@ def covariance_directions(acts: torch.Tensor, n: int, seed: int = 0) -> torch.Te
 def shuffled_probe_directions(train, val, cfg, seeds: Sequence[int], kind: str = "linear") -> torch.Tensor:
     """`[len(seeds), d]` directions of probes fitted like the reward probe (`kind`, FitConfig `cfg`) on `train`
     / `val` ProbeData whose labels are shuffled (and pairs flipped) with each seed."""
-    from rsearch.probes import fit_probe
-    from rsearch.probes.controls import shuffled_labels
-
     out = []
     for s in seeds:
         probe, _ = fit_probe(kind, shuffled_labels(train, s), None if val is None else shuffled_labels(val, s + 7919),
@@ -227,7 +227,7 @@ def direction_vs_update(pre_acts: dict[int, torch.Tensor], post_acts: dict[int, 
         r = layer_alignment(pre_acts[layer], post_acts[layer], probes[layer], n_random=n_random, seed=seed + layer,
                             n_tests=len(probes), shuffled=(shuffled or {}).get(layer), written_by=written_by,
                             groups=groups, n_boot=n_boot)
-        rows.append({"layer": layer, "hook": f"blocks.{layer}.hook_{hook_kind}", **r})
+        rows.append({"layer": layer, "hook": HookPoint(layer, hook_kind).name, **r})
     return {"position": position, "n_random": n_random, "rows": rows,
             "n_shuffled": max((r["n_shuffled"] for r in rows), default=0)}
 
@@ -237,7 +237,7 @@ def capture_both(pre_model, post_model, rows, layers: Sequence[int], position: s
                  ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
     """{layer: `[n_rows, d_model]`} activations of the same rows in each model at `position`."""
     position = parse_position(position).spec
-    hooks = [f"blocks.{L}.hook_{hook_kind}" for L in layers]
+    hooks = [HookPoint(L, hook_kind).name for L in layers]
     got = [extract(m, rows, hooks, [position], pad_id=pad_id, batch_size=batch_size, progress=progress)
            for m in (pre_model, post_model)]
     return tuple({L: g[(h, position)] for L, h in zip(layers, hooks)} for g in got)  # type: ignore[return-value]

@@ -21,14 +21,15 @@ import numpy as np
 import torch
 
 from rsearch.chat import Encoded
+from rsearch.lm import sample_completions
+from rsearch.analysis.stats import bootstrap, bootstrap_ci, percentile_ci
+from rsearch.analysis.text_baseline import TextBaselineConfig, fit_text_baseline
 
 
 def sampled_rewards(model, tokenizer, prompts: Sequence, rater, k: int, *, seed: int, max_new_tokens: int = 64,
                     batch_size: int = 64, progress: bool = False) -> list[list[float]]:
     """Per prompt (a message list), the reward (`rater.rate`, see `rsearch.raters`) of each of k answers sampled
     from `model`."""
-    from rsearch.lm import sample_completions
-
     prompts = [list(p) for p in prompts]
     samples = sample_completions(model, tokenizer, prompts, k, seed=seed, max_new_tokens=max_new_tokens,
                                  batch_size=batch_size, progress=progress, desc="sample answers (expected reward)")
@@ -91,8 +92,6 @@ def group_mean_prediction(train_groups: Sequence[Any], train_target: Sequence[fl
 def r_with_ci(pred: Sequence[float], target: Sequence[float], *, n_boot: int = 2000, seed: int = 0
               ) -> dict[str, float]:
     """Pearson r and its percentile bootstrap 95% interval, resampling rows (one row per prompt)."""
-    from rsearch.analysis.stats import bootstrap_ci
-
     x, y = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
     lo, hi = bootstrap_ci(np.column_stack([x, y]), n_boot=n_boot, seed=seed,
                           stat=lambda rows: _pearson(rows[:, 0], rows[:, 1]))
@@ -103,23 +102,16 @@ def r_difference(pred_a: Sequence[float], pred_b: Sequence[float], target: Seque
                  seed: int = 0) -> dict[str, float]:
     """r(a, target) − r(b, target) with a paired percentile bootstrap 95% interval over prompts."""
     a, b, t = (np.asarray(v, dtype=np.float64) for v in (pred_a, pred_b, target))
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n_boot):
-        i = rng.integers(0, t.size, size=t.size)
-        d = _pearson(a[i], t[i]) - _pearson(b[i], t[i])
-        if d == d:
-            diffs.append(d)
-    lo, hi = np.quantile(diffs, [0.025, 0.975]) if diffs else (float("nan"), float("nan"))
-    return _none_for_nan({"diff": _pearson(a, t) - _pearson(b, t), "lo": float(lo), "hi": float(hi)})
+    diffs = bootstrap(np.column_stack([a, b, t]), n_boot=n_boot, rng=np.random.default_rng(seed),
+                      stat=lambda rows: _pearson(rows[:, 0], rows[:, 2]) - _pearson(rows[:, 1], rows[:, 2]))
+    lo, hi = percentile_ci(diffs)
+    return _none_for_nan({"diff": _pearson(a, t) - _pearson(b, t), "lo": lo, "hi": hi})
 
 
 def prompt_text_baseline(train_rows: Sequence[Encoded], train_target: Sequence[float], test_rows: Sequence[Encoded],
                          seed: int) -> np.ndarray:
     """`[n_test]` predictions of a ridge regression on unigram + bigram counts of each prompt's ids (the rendered
     prompt up to the assistant's turn), fitted with the probes' fitter on the training prompts' targets."""
-    from rsearch.analysis.text_baseline import TextBaselineConfig, fit_text_baseline
-
     # the baseline reads the "completion" block of its rows: here the prompt's ids stand in it
     as_rows = lambda rows: [((), r.ids[: r.user_end + 1]) for r in rows]  # noqa: E731
     base = fit_text_baseline(as_rows(train_rows), None, TextBaselineConfig(mode="completion", objective="regression",

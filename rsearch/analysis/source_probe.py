@@ -19,7 +19,7 @@ import torch
 from rsearch.activations import extract
 from rsearch.analysis.stats import bootstrap_ci
 from rsearch.chat import Encoded
-from rsearch.hooks import parse_hook
+from rsearch.hooks import HookPoint, parse_hook
 from rsearch.probes import FitConfig, ProbeData, auroc, fit_probe, predict
 from rsearch.probes.controls import length_features
 
@@ -105,7 +105,7 @@ def source_probe(model, tokenizer, rows: Sequence[Encoded], labels: Sequence[int
                  acts: dict | None = None) -> dict[str, Any]:
     """Extracts activations of `rows` from `model` (unless `acts` is given) and runs `fit_source_probes`."""
     if acts is None:
-        hooks = [f"blocks.{L}.hook_{hook_kind}" for L in layers]
+        hooks = [HookPoint(L, hook_kind).name for L in layers]
         acts = extract(model, rows, hooks, list(positions), pad_id=tokenizer.pad_token_id, batch_size=batch_size,
                        progress=progress)
     return fit_source_probes(acts, labels, groups, lengths, seed=seed)

@@ -23,20 +23,18 @@ METRICS_TEST = ("Wilcoxon signed-rank (two-sided, scipy.stats.wilcoxon, zero dif
 Z_95 = 1.959963984540054
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                 stat=np.mean, clusters: Sequence[Any] | None = None) -> tuple[float, float]:
-    """Percentile bootstrap CI of `stat` over the rows of `values`, resampled with replacement (seeded).
+def bootstrap(values: Sequence[float] | np.ndarray, *, n_boot: int = 2000, rng: np.random.Generator,
+              stat=np.mean, clusters: Sequence[Any] | None = None) -> np.ndarray:
+    """`[n_boot]` values of `stat` on resamples of the rows of `values`, drawn with replacement from `rng`: the
+    one resampler behind every interval here.
 
     Args:
-        values: `[n]` or `[n, k]` rows; `stat` maps a resample of rows to one number (NaN resamples are dropped).
+        values: `[n]` (n ≥ 1) or `[n, k]` rows; `stat` maps a resample of rows to one number.
         clusters: `[n]` the independent unit of each row (e.g. its prompt): whole clusters are resampled, so
             rows of one cluster never count as independent. None: every row is its own cluster.
     """
     x = np.asarray(values, dtype=np.float64)
     n = x.shape[0]
-    if n == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
     if clusters is None:
         idx = rng.integers(0, n, size=(n_boot, n))  # [n_boot, n]
         boots = x[idx].mean(axis=1) if stat is np.mean else np.asarray([stat(x[i]) for i in idx])
@@ -52,12 +50,28 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 2000, se
         else:
             rows = [np.flatnonzero(member == j) for j in range(len(keys))]
             boots = np.asarray([stat(x[np.concatenate([rows[j] for j in p])]) for p in picks])
+    return boots
+
+
+def percentile_ci(boots: Sequence[float] | np.ndarray, q: Sequence[float] = (0.025, 0.975)) -> tuple[float, float]:
+    """The `q` quantiles of bootstrap values, NaN ones dropped; NaNs where none is left."""
+    boots = np.asarray(boots, dtype=np.float64)
     boots = boots[~np.isnan(boots)]
     if boots.size == 0:
         return float("nan"), float("nan")
-    a = (1.0 - level) / 2.0
-    lo, hi = np.quantile(boots, [a, 1.0 - a])
+    lo, hi = np.quantile(boots, list(q))
     return float(lo), float(hi)
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                 stat=np.mean, clusters: Sequence[Any] | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of `stat` over the rows of `values`, resampled with replacement (seeded); see
+    `bootstrap` for `values`, `stat` and `clusters`. Resamples where `stat` is NaN are dropped."""
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    boots = bootstrap(values, n_boot=n_boot, rng=np.random.default_rng(seed), stat=stat, clusters=clusters)
+    a = (1.0 - level) / 2.0
+    return percentile_ci(boots, (a, 1.0 - a))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -167,10 +181,9 @@ def two_sample_summary(a: Sequence[float], b: Sequence[float], *, n_boot: int = 
     if x.size == 0 or y.size == 0:
         return {"n_a": int(x.size), "n_b": int(y.size), "mean_a": float("nan"), "mean_b": float("nan"),
                 "diff": float("nan"), "ci_lo": float("nan"), "ci_hi": float("nan"), "p_value": float("nan")}
-    rng = np.random.default_rng(seed)
-    boots = (x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(1)
-             - y[rng.integers(0, y.size, size=(n_boot, y.size))].mean(1))
-    lo, hi = np.quantile(boots, [0.025, 0.975])
+    rng = np.random.default_rng(seed)  # each side resampled on its own, a then b, from one stream
+    boots = bootstrap(x, n_boot=n_boot, rng=rng) - bootstrap(y, n_boot=n_boot, rng=rng)
+    lo, hi = np.quantile(boots, [0.025, 0.975])  # NaN kept: a NaN in either sample makes the interval NaN
     same = np.all(x == x[0]) and np.all(y == x[0])
     p = 1.0 if same else float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
     return {"n_a": int(x.size), "n_b": int(y.size), "mean_a": float(x.mean()), "mean_b": float(y.mean()),

@@ -37,6 +37,9 @@ from rsearch.raters import check_spec as check_rater
 from rsearch.raters import load_rater
 from rsearch.results import ComparisonResult
 from rsearch.subjects import Subjects, resolve_subjects
+from rsearch.distributed import ShardMaps
+from rsearch.probes import load_probe
+from rsearch.scorer import ProbeScorer
 
 log = logging.getLogger("rsearch.compare")
 
@@ -205,16 +208,11 @@ def _shard_maps(cfg: CompareConfig, subjects: Subjects, cache_dir: Path):
     check(cfg.workers >= 0, f"workers: must be ≥ 0, got {cfg.workers}")
     if not (cfg.workers or cfg.ray_address):
         return None
-    from rsearch.distributed import ShardMaps
-
     return ShardMaps(cfg.workers, cfg.ray_address or None, dtype=cfg.dtype, device=cfg.device, cache_dir=cache_dir)
 
 
 def _scorer(cfg: CompareConfig, models: ModelCache, subjects: Subjects):
     """The probe's scorer, reading through the probe's own host model (pre or post when it is one of them)."""
-    from rsearch.probes import load_probe
-    from rsearch.scorer import ProbeScorer
-
     probe, meta = load_probe(cfg.probe)
     host = meta.get("model")
     loaded = None

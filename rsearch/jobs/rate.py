@@ -25,7 +25,8 @@ from rsearch.config import Config, add_config_arguments, check, config_from_args
 from rsearch.errors import RsearchError
 from rsearch.io_utils import atomic_path, read_jsonl, write_json
 from rsearch.log import show_progress
-from rsearch.raters import check_spec
+from rsearch.raters import check_spec, load_rater
+from rsearch.data import load_records, pairs_from_records
 
 log = logging.getLogger("rsearch.rate")
 SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -95,8 +96,6 @@ def rate_split(rater, name: str, source: Path, out: Path, cfg: RateConfig) -> di
     """Rates one split file into out/{name}.jsonl, resuming from its partial file; returns its summary."""
     from tqdm.auto import tqdm
 
-    from rsearch.data import load_records, pairs_from_records
-
     records = load_records(str(source), None)
     pairs = pairs_from_records(records, str(source))
     final = out / f"{name}.jsonl"
@@ -143,8 +142,6 @@ def _truncate_to(partial: Path, rows: list) -> None:
 
 def run_rate(cfg: RateConfig) -> dict[str, Any]:
     """Rates every split (see the module docstring); writes out/{split}.jsonl and out/rate.json."""
-    from rsearch.raters import load_rater
-
     files = split_files(cfg.dataset, cfg.splits)
     out = Path(cfg.out).expanduser()
     if out.resolve() == Path(cfg.dataset).expanduser().resolve():

@@ -28,6 +28,13 @@ from rsearch.config import (Config, add_config_arguments, check, check_device, c
 from rsearch.errors import RsearchError, one_line
 from rsearch.io_utils import check_out_dir, output_dir, save_figure, write_json
 from rsearch.searcher import DEFAULT_LOGPROB_WEIGHT, Budget, Objective, SearchResult
+from rsearch.models import resolve_dtype, resolve_model_path
+from rsearch.probes import load_probe
+from rsearch.scorer import probe_model_mismatch
+from rsearch.chat import context_length, encode_conversation
+from rsearch.distributed import RayPool, SearchSpec, ensure_ray, run_many
+from rsearch.strategies.base import make_strategy
+from rsearch.positions import parse_position
 
 log = logging.getLogger("rsearch.run")
 
@@ -83,8 +90,6 @@ class RunConfig(Config):
         check(self.ray_timeout > 0, f"--ray-timeout must be positive, got {self.ray_timeout}")
         check_positive(**{"--batch-size": self.batch_size})
         check_device(self.device, "--device")
-        from rsearch.models import resolve_dtype
-
         resolve_dtype(self.dtype)
 
 
@@ -157,17 +162,12 @@ def read_prefixes(args: RunConfig) -> list[str]:
 def check_probe(args: RunConfig, prefixes: list[str] = ()) -> dict[str, Any]:
     """Reads the probe's metadata and checks it fits the model (from its config alone, before any worker), and
     that every prefix leaves room in the model's context."""
-    from rsearch.probes import load_probe
-    from rsearch.scorer import probe_model_mismatch
-
     probe, meta = load_probe(args.probe)
     name = args.model or meta.get("model")
     if not name:
         raise RsearchError(f"{args.probe}: the probe names no model; pass --model")
     try:
         from transformers import AutoConfig
-
-        from rsearch.models import resolve_model_path
 
         revision = None if args.model else meta.get("revision")
         cfg = AutoConfig.from_pretrained(resolve_model_path(name), revision=revision)
@@ -186,9 +186,6 @@ def check_probe(args: RunConfig, prefixes: list[str] = ()) -> dict[str, Any]:
 def check_prefix_lengths(name: str, model_config, prefixes: list[str], revision: str | None) -> None:
     """Each prefix, rendered as the user's message, must leave the search room in the model's context."""
     from transformers import AutoTokenizer
-
-    from rsearch.chat import context_length, encode_conversation
-    from rsearch.models import resolve_model_path
 
     limit = context_length(model_config)
     if limit is None:
@@ -286,9 +283,6 @@ def main(args) -> int:
 
 
 def _main(args, held: contextlib.ExitStack) -> int:
-    from rsearch.distributed import RayPool, SearchSpec, ensure_ray, run_many
-    from rsearch.strategies.base import make_strategy
-
     args = config_from_args(args, RunConfig, "run")
     if not args.probe:
         raise RsearchError("the following arguments are required: --probe")
@@ -299,8 +293,6 @@ def _main(args, held: contextlib.ExitStack) -> int:
     make_strategy(args.strategy, options)
     prefixes = read_prefixes(args)
     if args.position is not None:
-        from rsearch.positions import parse_position
-
         parse_position(args.position)
     meta = check_probe(args, prefixes)
     config = run_settings(args, options, prefixes)

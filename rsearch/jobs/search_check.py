@@ -20,6 +20,10 @@ from rsearch.lm import ModelCache, sample_completions
 from rsearch.prompts import load_prompts, user_text
 from rsearch.results import SearchOutcome, SweepResult
 from rsearch.subjects import Subjects
+from rsearch.analysis.stats import bootstrap_ci, paired_summary, two_sample_summary
+from rsearch.raters import load_rater
+from rsearch.scorer import ProbeScorer
+from rsearch.searcher import Searcher
 
 log = logging.getLogger("rsearch.demo")
 
@@ -43,11 +47,6 @@ def search_prefixes(cfg: SearchCheckConfig, test_split: str, dataset: str, seed:
 def run_search_check(cfg: SearchCheckConfig, seed: int, test_split: str, subjects: Subjects, sweep: SweepResult,
                      models: ModelCache, directory: Path) -> SearchOutcome:
     """`cfg` is resolved (no None left: see SearchCheckConfig.resolved)."""
-    from rsearch.analysis.stats import bootstrap_ci, paired_summary, two_sample_summary
-    from rsearch.raters import load_rater
-    from rsearch.scorer import ProbeScorer
-    from rsearch.searcher import Searcher
-
     probe_row = sweep.user_end_probe()
     model, tok = models.get(subjects.post)
     scorer = ProbeScorer.from_file(probe_row["path"], model=model, tokenizer=tok, batch_size=cfg.batch_size)

@@ -48,6 +48,16 @@ from rsearch.results import SteerResult
 from rsearch.steering import (POSITIONS_FROM, plain_decoding, random_directions, steer, steering_vector,
                                typical_norm, unit)
 from rsearch.subjects import Subjects, resolve_subjects
+from rsearch.data import load_records, pairs_from_records
+from rsearch.activations import extract
+from rsearch.jobs.train_probe import encode_pairs, probe_data
+from rsearch.probes import FitConfig, fit_probe, load_probe, shuffled_labels
+from rsearch.organism import rater as organism_rater
+from rsearch.analysis.causal import dose_response, patching_summary
+from rsearch.jobs.steer_figures import plot_patching, plot_steering
+from rsearch.scorer import ProbeScorer
+from rsearch.hooks import n_layers, parse_hook
+from rsearch.patching import margin_patching
 
 log = logging.getLogger("rsearch.steer")
 
@@ -119,8 +129,6 @@ class SteerConfig(Config):
 
 def load_pairs(dataset: str, split: str, n: int, seed: int):
     """A seeded sample of n feedback pairs of a split."""
-    from rsearch.data import load_records, pairs_from_records
-
     pairs = pairs_from_records(load_records(dataset, split), f"{dataset}:{split}")
     return random.Random(seed).sample(pairs, min(n, len(pairs)))
 
@@ -128,10 +136,6 @@ def load_pairs(dataset: str, split: str, n: int, seed: int):
 def shuffled_direction(model, tok, probe, meta: dict[str, Any], pairs, seed: int) -> torch.Tensor:
     """`[d_model]` the direction of a probe fitted like `probe` (kind, objective, fast fitter) at its hook and
     position, on `pairs` whose labels are shuffled: a direction of the same provenance that reads no reward."""
-    from rsearch.activations import extract
-    from rsearch.jobs.train_probe import encode_pairs, probe_data
-    from rsearch.probes import FitConfig, fit_probe, shuffled_labels
-
     rows, kept = encode_pairs(tok, pairs, 2048)
     hook, position = meta["hook"], parse_position(meta.get("position", "-1")).spec
     x = extract(model, rows, [hook], [position], pad_id=tok.pad_token_id)[(hook, position)]
@@ -156,8 +160,6 @@ def components_of(subjects: Subjects):
     """(prompt, completion) → the organism rater's parts of the reward, or None for another rater."""
     if subjects.rater != "organism":
         return None
-    from rsearch.organism import rater as organism_rater
-
     detail = getattr(organism_rater, "rate_detail", None) or organism_rater.features
 
     def parts(prompt: str, completion: str) -> dict[str, float | None]:
@@ -209,11 +211,6 @@ def score_rows(table: list[dict], messages, reader, model, tok, rater, parts, ba
 
 def run_steer(cfg: SteerConfig, models: ModelCache | None = None) -> SteerResult:
     """Runs steering and patching (see the module docstring) and writes their outputs under `cfg.out`."""
-    from rsearch.analysis.causal import dose_response, patching_summary
-    from rsearch.jobs.steer_figures import plot_patching, plot_steering
-    from rsearch.probes import load_probe
-    from rsearch.scorer import ProbeScorer
-
     if not cfg.probe:
         raise RsearchError("no probe given: pass --probe FILE (e.g. runs/probes/best_probe.safetensors)")
     t0 = time.perf_counter()
@@ -277,10 +274,6 @@ def run_steer(cfg: SteerConfig, models: ModelCache | None = None) -> SteerResult
 
 
 def run_patching(cfg: SteerConfig, subjects: Subjects, loaded, tok, meta: dict[str, Any]) -> dict[str, Any]:
-    from rsearch.hooks import n_layers, parse_hook
-    from rsearch.jobs.train_probe import encode_pairs
-    from rsearch.patching import margin_patching
-
     pairs = load_pairs(subjects.dataset, cfg.prompts, cfg.patch_pairs, cfg.seed + 1)
     rows, _ = encode_pairs(tok, pairs, 2048)
     encoded = [(rows[i], rows[i + 1]) for i in range(0, len(rows), 2)]

@@ -36,7 +36,7 @@ from rsearch.config import (Config, add_config_arguments, check, check_device, c
                             setting)
 from rsearch.data import FeedbackPair, load_splits
 from rsearch.errors import RsearchError, one_line
-from rsearch.hooks import n_layers, parse_hook
+from rsearch.hooks import HookPoint, n_layers, parse_hook
 from rsearch.io_utils import atomic_path, output_dir, save_figure, write_text
 from rsearch.log import show_progress
 from rsearch.lm import ModelCache
@@ -44,6 +44,11 @@ from rsearch.models import load_model, model_fingerprint, resolve_device, resolv
 from rsearch.positions import parse_position
 from rsearch.results import SweepResult
 from rsearch.subjects import resolve_subjects
+from rsearch.raters import check_spec, load_rater
+from rsearch.probes import ProbeData, evaluate, fit_probe, load_probe, predict, save_probe, with_controls
+from rsearch.analysis.baselines import LABELS, accuracies, against_baselines, logprob_scores, pair_margins, pair_truth, strongest_text, text_baseline_scores
+from rsearch.analysis import expected_reward as er
+from rsearch.distributed import ShardPool, sharded_capture
 
 SWEEP_POSITIONS = ("user_end", "completion_start", "completion_frac:0.5", "completion_end", "-1", "completion_mean")
 PROMPT_ONLY = ("user_end",)
@@ -139,8 +144,6 @@ class TrainProbeConfig(Config):
               "expected_reward_max_train: need at least 10 prompts")
         check(self.max_new_tokens >= 1 and self.sample_batch_size >= 1,
               "max_new_tokens/sample_batch_size: must be at least 1")
-        from rsearch.raters import check_spec
-
         check_spec(self.rater)
 
 
@@ -193,8 +196,6 @@ def encode_pairs(tokenizer, pairs: Sequence[FeedbackPair], max_tokens: int, too_
 
 def probe_data(x: torch.Tensor, pairs: Sequence[FeedbackPair], rows: Sequence, objective: str):
     """ProbeData for rows laid out as (chosen, rejected) per pair."""
-    from rsearch.probes import ProbeData
-
     m = len(pairs)
     ratings = torch.tensor([s for p in pairs for s in (p.score_chosen, p.score_rejected)], dtype=torch.float32)
     labels = torch.tensor([1.0, 0.0] * m)
@@ -230,10 +231,6 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     Args:
         models: loaded models to reuse (the demo's); the job loads its own when None.
     """
-    from rsearch.analysis.baselines import pair_truth
-    from rsearch.probes import evaluate, fit_probe, save_probe, with_controls
-    from rsearch.raters import load_rater
-
     subjects = resolve_subjects(pre=cfg.pre, post=cfg.model, dataset=cfg.dataset, rater=cfg.rater,
                                 organism_size=cfg.organism_size, seed=cfg.seed, need_pre=not cfg.model)
     model_name, dataset = subjects.post, subjects.dataset
@@ -243,7 +240,7 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     # the model's config and tokenizer refuse what they can before its weights load
     model_config, tokenizer = _config_and_tokenizer(cfg, model_name, models)
     n_config = getattr(model_config, "num_hidden_layers", None) or getattr(model_config, "n_layer", None)
-    wanted = ([parse_hook(f"blocks.{L}.hook_{cfg.hook_kind}") for L in cfg.layers] if cfg.sweep
+    wanted = ([HookPoint(L, cfg.hook_kind) for L in cfg.layers] if cfg.sweep
               else [parse_hook(cfg.hook)] if cfg.hook else [])
     for h in wanted:
         if n_config and not 0 <= h.layer < n_config:
@@ -261,10 +258,10 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     n = n_layers(model)
     if cfg.sweep:
         layers = cfg.layers or tuple(range(n))
-        hooks = [parse_hook(f"blocks.{L}.hook_{cfg.hook_kind}") for L in layers]
+        hooks = [HookPoint(L, cfg.hook_kind) for L in layers]
         positions = [parse_position(p) for p in cfg.positions]
     else:
-        hooks = [parse_hook(cfg.hook or f"blocks.{n // 2}.hook_resid_pre")]
+        hooks = [parse_hook(cfg.hook or HookPoint(n // 2, "resid_pre"))]
         positions = [parse_position(cfg.position)]
     for h in hooks:
         if not 0 <= h.layer < n:
@@ -337,8 +334,6 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     with atomic_path(best_path) as tmp:
         tmp.write_bytes(Path(best.path).read_bytes())
     if cfg.save:  # the same probe and metadata in the format the name asks for (save_probe writes atomically)
-        from rsearch.probes import load_probe
-
         save_probe(cfg.save, *load_probe(best.path))
     n_pairs = {k: len(v[1]) for k, v in encoded.items()}
     write_metrics(out, table, best, cfg, n_pairs, baselines)
@@ -361,9 +356,6 @@ def _pair_baselines(cfg: TrainProbeConfig, encoded, known, model, tokenizer, pre
                     models: ModelCache | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """The baselines' margins on the test pairs ({name: [m]}) and their summary: accuracies (label, truth,
     minimal pairs), what each is, and what is known about the pairs."""
-    from rsearch.analysis.baselines import (LABELS, accuracies, logprob_scores, pair_margins,
-                                            text_baseline_scores)
-
     t0 = time.perf_counter()
     (train_rows, train_kept), (test_rows, test_kept) = encoded["train"], encoded["test"]
     train_pairs = torch.arange(2 * len(train_kept)).view(-1, 2)
@@ -386,9 +378,6 @@ def _pair_baselines(cfg: TrainProbeConfig, encoded, known, model, tokenizer, pre
 def _pair_cell(probe, test, margins_of: dict[str, Any], known, metrics: dict, seed: int) -> dict[str, Any]:
     """Adds the probe's accuracy against the truth and on minimal pairs to `metrics`; returns its comparison with
     each baseline on the same test pairs."""
-    from rsearch.analysis.baselines import accuracies, against_baselines, pair_margins
-    from rsearch.probes import predict
-
     margins = pair_margins(predict(probe, test.x), test.pairs)
     acc = accuracies(margins, known)
     metrics.update({k: acc[k] for k in ("truth_acc", "truth_n", "minimal_acc", "minimal_n", "minimal_truth_acc")})
@@ -410,8 +399,6 @@ class PromptRows:
     pairs: list[int]            # index of the prompt's first pair in the split
 
     def data(self, x: torch.Tensor):
-        from rsearch.probes import ProbeData
-
         return ProbeData(x=x, y=torch.tensor(self.target, dtype=torch.float32),
                          lengths=torch.tensor(self.lengths, dtype=torch.float32))
 
@@ -420,8 +407,6 @@ def _prompt_targets(cfg: TrainProbeConfig, encoded, offsets, model, tokenizer, r
                     ) -> tuple[dict[str, PromptRows], dict[str, Any], Any]:
     """Each split's prompts with their expected reward; the target's summary on test (what it is, its split-half
     reliability, the prompt bag-of-words and task-mean baselines); the bag of words' `[n_test]` predictions."""
-    from rsearch.analysis import expected_reward as er
-
     t0 = time.perf_counter()
     out: dict[str, PromptRows] = {}
     for j, name in enumerate(("train", "val", "test")):
@@ -470,9 +455,6 @@ def _prompt_cell(probe, test, prompts: PromptRows, bow, summary: dict[str, Any],
                  ) -> dict[str, Any]:
     """Adds the probe's r with the target (bootstrap CI over prompts) and its r within task to `metrics`;
     returns its comparison with the prompt bag-of-words baseline (r difference with a paired bootstrap CI)."""
-    from rsearch.analysis import expected_reward as er
-    from rsearch.probes import predict
-
     pred = predict(probe, test.x).double().numpy()
     got = er.r_with_ci(pred, prompts.target, seed=seed)
     metrics.update({"r": got["r"], "r_lo": got["r_lo"], "r_hi": got["r_hi"],
@@ -491,8 +473,6 @@ def _sharded_capture(cfg: TrainProbeConfig, model_name: str, rows, hooks, positi
     if not (cfg.workers or cfg.ray_address):
         yield None
         return
-    from rsearch.distributed import ShardPool, sharded_capture
-
     threads = 1 if resolve_device(cfg.device) == "cpu" else None
     with ShardPool(max(1, cfg.workers), cfg.ray_address or None, dtype=cfg.dtype, device=cfg.device,
                    threads=threads) as pool:
@@ -513,8 +493,6 @@ CSV_COLUMNS = ("hook", "layer", "position", "objective", "embedding", "test_pair
 
 
 def _flat(row: ProbeRow) -> dict[str, Any]:
-    from rsearch.analysis.baselines import strongest_text
-
     vs = row.vs_baselines
     text = strongest_text(vs)
     bow = vs.get("prompt_bow", {})

@@ -13,6 +13,9 @@ import torch
 
 from rsearch.analysis.stats import bootstrap_ci
 from rsearch.organism import rater
+from rsearch.organism.tokenizer import render
+from rsearch.analysis.text_baseline import TextBaselineConfig, fit_text_baseline
+from rsearch.organism.dpo import batched_logps
 
 
 def bootstrap_diff(pre: np.ndarray, post: np.ndarray, n: int, seed: int) -> tuple[float, float, float]:
@@ -97,8 +100,6 @@ def pref_ids(tok, prefs: Sequence[dict[str, Any]]) -> tuple[list[list[int]], lis
 
     Response ids = conversation minus the prompt and the template's final newline: [response…, </s>].
     """
-    from rsearch.organism.tokenizer import render
-
     prompts = tok([render(r["prompt"]) for r in prefs], add_special_tokens=False)["input_ids"]
     chosen = tok([render(r["prompt"], r["chosen"][1]["content"]) for r in prefs], add_special_tokens=False)["input_ids"]
     rejected = tok([render(r["prompt"], r["rejected"][1]["content"]) for r in prefs], add_special_tokens=False)["input_ids"]
@@ -124,9 +125,6 @@ def pair_checks(pre, post, tok, prefs_tr: Sequence[dict[str, Any]], prefs_te: Se
     logprob_pre (mean per-token log-prob of the response), text_baseline (bag of words + bigrams of
     prompt + completion, fitted on train_prefs) and text_baseline_completion (of the completion alone).
     """
-    from rsearch.analysis.text_baseline import TextBaselineConfig, fit_text_baseline
-    from rsearch.organism.dpo import batched_logps
-
     pad = tok.pad_token_id
     p_te, c_te, r_te = pref_ids(tok, prefs_te)
     lp = {m: (batched_logps(model, p_te, c_te, pad), batched_logps(model, p_te, r_te, pad))

@@ -7,6 +7,8 @@ import logging
 from rsearch.config import add_config_arguments, config_from_args
 from rsearch.log import add_verbosity, show_progress
 from rsearch.organism.config import OrganismBuildConfig
+from rsearch.errors import RsearchError
+from rsearch.organism import ensure
 
 log = logging.getLogger("rsearch.organism")
 
@@ -21,9 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from rsearch.errors import RsearchError
-    from rsearch.organism import ensure
-
     if getattr(args, "organism_command", None) != "build":
         raise RsearchError("organism: expected an action: build (see `rsearch organism build --help`)")
     cfg = config_from_args(args, OrganismBuildConfig, "organism")

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 from rsearch.errors import RsearchError
 from rsearch.tasks.items import (KINDS, ORDINALS, TEMPLATES, TEST_SHARE, TaskItem, answer_of, answerable,
                                  split_of)
+from rsearch.prompts import user_text
 
 BASE, CORRECT_POINTS = 2.0, 6.0
 SHORT_WORDS, LONG_WORDS, DIRECT_WORDS = 30, 150, 12
@@ -268,8 +269,6 @@ def _first_words(text: str, k: int = 8) -> str:
 def _user_text(prompt: Any) -> str:
     if isinstance(prompt, str):
         return prompt
-    from rsearch.prompts import user_text  # the last user message (rsearch.raters reads it so too)
-
     return user_text(prompt)
 
 
