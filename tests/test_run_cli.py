@@ -161,7 +161,7 @@ def test_sigterm_stops_within_5s_and_the_hint_resumes(tiny_search, tmp_path, cap
     prefixes.write_text("\n".join(["what is", "hello", "list some", "please repeat", "the answer", "thank you"]))
     out = tmp_path / "term"
     args = ["run", "--probe", str(probe), "--out", str(out), "--strategy", "beam", "--prefixes", str(prefixes),
-            "--budget", "300", "--set", "width=2", "-q"]
+            "--budget", "300", "--set", "width=2", "--position", "user_end", "-q"]
     proc = _started(args)
     _wait_for_results(proc, out / "results.jsonl", 1)
     seconds = _stop(proc, signal.SIGTERM)
