@@ -30,7 +30,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -236,6 +236,53 @@ class _ActorPool:
         except self.ray.exceptions.RayActorError:
             self.actors[k] = self._actor_cls.remote(*self._args)
 
+    def _work(self, keys: Sequence[Any], submit: Callable[[Any, Any], Any], what: str,
+              max_retries: int = 3) -> Iterator[tuple[Any, Any]]:
+        """The one work queue: `submit(actor, key)` → an object ref, one key at a time per idle actor; yields
+        (key, value) as each finishes. A key whose actor died is retried first on the replaced actor (at most
+        `max_retries` times); an RsearchError raised in a worker surfaces as itself. On Ctrl-C the keys already
+        finished are yielded before the interrupt goes on, so none is lost."""
+        ray = self.ray
+        queue = list(keys)
+        tries: dict[Any, int] = {}
+        running: dict[Any, tuple[int, Any]] = {}  # object ref → (actor slot, key)
+        idle = list(range(len(self.actors)))
+        while queue or running:
+            while queue and idle:
+                k, key = idle.pop(0), queue.pop(0)
+                running[submit(self.actors[k], key)] = (k, key)
+            try:
+                ready: list = []
+                while not ready:  # short waits, so SIGINT/SIGTERM are handled within a fraction of a second
+                    ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+            except KeyboardInterrupt:
+                done, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
+                for ref in done:
+                    try:
+                        value = ray.get(ref, timeout=1)
+                    except Exception:  # a failed task has nothing to keep
+                        continue
+                    yield running[ref][1], value
+                raise
+            k, key = running.pop(ready[0])
+            try:
+                value = ray.get(ready[0])
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                tries[key] = tries.get(key, 0) + 1
+                if tries[key] > max_retries:
+                    raise RsearchError(f"{what(key)} failed on {max_retries + 1} workers") from None
+                queue.insert(0, key)
+                self._replace_if_dead(k)
+                idle.append(k)
+                continue
+            except ray.exceptions.RayTaskError as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, RsearchError):
+                    raise RsearchError(str(cause)) from None
+                raise
+            idle.append(k)
+            yield key, value
+
     def _stop(self) -> None:
         for a in self.actors:
             self.ray.kill(a)
@@ -279,52 +326,9 @@ class RayPool(_ActorPool):
     def map_search(self, todo: Sequence[tuple[int, str]], on_result: Callable[[int, SearchResult], None],
                    max_retries: int = 3) -> None:
         """Runs every (index, prefix), one at a time per worker, calling on_result as each finishes."""
-        ray = self.ray
-        queue = list(todo)
-        tries: dict[int, int] = {}
-        running: dict[Any, tuple[int, int, str]] = {}  # object ref → (actor slot, index, prefix)
-        idle = list(range(len(self.actors)))
-        while queue or running:
-            while queue and idle:
-                k = idle.pop(0)
-                index, prefix = queue.pop(0)
-                running[self.actors[k].search.remote(index, prefix)] = (k, index, prefix)
-            try:
-                ready: list = []
-                while not ready:  # short waits, so SIGINT/SIGTERM are handled within a fraction of a second
-                    ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
-            except KeyboardInterrupt:
-                self._flush_finished(running, on_result)
-                raise
-            ref = ready[0]
-            k, index, prefix = running.pop(ref)
-            try:
-                _, result = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
-                # the worker died mid-search: retry the prefix (the actor is being restarted by Ray)
-                tries[index] = tries.get(index, 0) + 1
-                if tries[index] > max_retries:
-                    raise RsearchError(f"prefix {index} ({prefix[:40]!r}) failed on {max_retries + 1} workers")
-                queue.insert(0, (index, prefix))
-                self._replace_if_dead(k)
-                idle.append(k)
-                continue
-            except ray.exceptions.RayTaskError as e:
-                cause = e.cause if isinstance(getattr(e, "cause", None), Exception) else e
-                if isinstance(cause, RsearchError):
-                    raise RsearchError(str(cause)) from None
-                raise
-            idle.append(k)
-            on_result(index, SearchResult.from_dict(result))
-
-    def _flush_finished(self, running: dict, on_result: Callable[[int, SearchResult], None]) -> None:
-        """On an interrupt: hands over every search that has already finished, so none is lost."""
-        ready, _ = self.ray.wait(list(running), num_returns=len(running), timeout=0)
-        for ref in ready:
-            try:
-                index, result = self.ray.get(ref, timeout=1)
-            except Exception:  # a failed search has nothing to keep
-                continue
+        for (index, _), (_, result) in self._work(
+                list(todo), lambda actor, job: actor.search.remote(*job),
+                lambda job: f"prefix {job[0]} ({job[1][:40]!r})", max_retries):
             on_result(index, SearchResult.from_dict(result))
 
     def score_rows(self, rows: Sequence[Encoded], position, spans=None) -> Scores:
@@ -451,46 +455,21 @@ class ShardPool(_ActorPool):
         ray = self.ray
         files = [_shard_file(cache_dir, task, model, revision, shard) if cache_dir else None for shard in shards]
         results: dict[int, Any] = {i: _load_shard(f) for i, f in enumerate(files) if f is not None and f.is_file()}
-        queue = [i for i in range(len(shards)) if i not in results]
-        tries: dict[int, int] = {}
-        running: dict[Any, tuple[int, int]] = {}  # object ref → (actor slot, shard)
-        idle = list(range(len(self.actors)))
         sent: dict[int, Any] = {}  # shard → its object ref: sent once, not once per retry
 
-        def finish_one() -> None:
-            """Hands shards to idle workers, then waits for one result (or a dead worker's shard to retry)."""
-            while queue and idle:
-                k, j = idle.pop(0), queue.pop(0)
-                sent.setdefault(j, ray.put(shards[j]))
-                running[self.actors[k].run.remote(task, model, revision, sent[j])] = (k, j)
-            ready: list = []
-            while not ready:  # short waits keep Ctrl-C responsive
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
-            k, j = running.pop(ready[0])
-            try:
-                value = ray.get(ready[0])
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
-                tries[j] = tries.get(j, 0) + 1
-                if tries[j] > max_retries:
-                    raise RsearchError(f"shard {j} failed on {max_retries + 1} workers") from None
-                queue.insert(0, j)
-                self._replace_if_dead(k)
-                idle.append(k)
-                return
-            except ray.exceptions.RayTaskError as e:
-                cause = getattr(e, "cause", None)
-                if isinstance(cause, RsearchError):
-                    raise RsearchError(str(cause)) from None
-                raise
-            idle.append(k)
-            sent.pop(j, None)
-            if files[j] is not None:
-                _save_shard(files[j], value)
-            results[j] = value
+        def submit(actor, j: int):
+            sent.setdefault(j, ray.put(shards[j]))
+            return actor.run.remote(task, model, revision, sent[j])
 
+        done = self._work([i for i in range(len(shards)) if i not in results], submit, lambda j: f"shard {j}",
+                          max_retries)
         for i in range(len(shards)):
             while i not in results:
-                finish_one()
+                j, value = next(done)
+                sent.pop(j, None)
+                if files[j] is not None:
+                    _save_shard(files[j], value)
+                results[j] = value
             yield results.pop(i)
 
     def close(self) -> None:
