@@ -116,7 +116,7 @@ def test_a_shipped_recipe_is_found_by_name(tmp_path, monkeypatch):
     assert find_config("zephyr.yaml").resolve() == tmp_path / "zephyr.yaml"  # a file by that path wins
     import pytest
 
-    with pytest.raises(RsearchError, match="shipped recipes, by name: demo, zephyr"):
+    with pytest.raises(RsearchError, match="shipped recipes, by name: demo, smollm2, zephyr"):
         find_config("zephry")
 
 
