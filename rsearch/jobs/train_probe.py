@@ -194,6 +194,14 @@ def encode_pairs(tokenizer, pairs: Sequence[FeedbackPair], max_tokens: int, too_
     return rows, kept
 
 
+def fit_config_of(cfg: TrainProbeConfig, objective: str, **differ: Any) -> FitConfig:
+    """How train-probe fits a probe for `objective` under `cfg`: the one way to refit a probe like a sweep's.
+    `differ`: FitConfig fields a caller sets otherwise, on purpose."""
+    return FitConfig(**{"objective": objective, "fitter": cfg.fitter, "lr": cfg.lr, "batch_size": cfg.batch_size,
+                        "weight_decay": cfg.weight_decay, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
+                        "seed": cfg.seed, **differ})
+
+
 def probe_data(x: torch.Tensor, pairs: Sequence[FeedbackPair], rows: Sequence, objective: str):
     """ProbeData for rows laid out as (chosen, rejected) per pair."""
     m = len(pairs)
@@ -297,9 +305,7 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
         for position in positions:
             prompt_only = position.spec in PROMPT_ONLY
             objective = "regression" if prompt_only else cfg.objective
-            fit_cfg = FitConfig(objective=objective, fitter=cfg.fitter, lr=cfg.lr, batch_size=cfg.batch_size,
-                                weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs, patience=cfg.patience,
-                                seed=cfg.seed)
+            fit_cfg = fit_config_of(cfg, objective)
             if prompt_only:  # one row per prompt, its expected reward as the target
                 data = {name: prompts[name].data(store.tensor(hook, position, prompts[name].rows))
                         for name in offsets}
