@@ -40,7 +40,8 @@ from rsearch.hooks import HookPoint, n_layers, parse_hook
 from rsearch.io_utils import atomic_path, output_dir, save_figure, write_text
 from rsearch.log import show_progress
 from rsearch.lm import ModelCache
-from rsearch.models import load_model, model_fingerprint, resolve_device, resolve_model_path
+from rsearch.models import (load_config, load_model, load_tokenizer, model_fingerprint, resolve_device,
+                            resolve_model_path)
 from rsearch.positions import parse_position
 from rsearch.results import SweepResult
 from rsearch.subjects import resolve_subjects
@@ -223,12 +224,10 @@ def _config_and_tokenizer(cfg: TrainProbeConfig, model_name: str, models: ModelC
     if models is not None:
         model, tokenizer = models.get(model_name, cfg.revision)
         return model.config, tokenizer
-    from transformers import AutoConfig, AutoTokenizer
-
     path = resolve_model_path(model_name)
     try:
         kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-        return AutoConfig.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path, **kwargs)
+        return load_config(path, **kwargs), load_tokenizer(path, **kwargs)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load model {model_name!r}: {one_line(e)}") from None
 
