@@ -47,7 +47,8 @@ from rsearch.results import SweepResult
 from rsearch.subjects import resolve_subjects
 from rsearch.raters import check_spec, load_rater
 from rsearch.probes import ProbeData, evaluate, fit_probe, load_probe, predict, save_probe, with_controls
-from rsearch.analysis.baselines import LABELS, accuracies, against_baselines, logprob_scores, pair_margins, pair_truth, strongest_text, text_baseline_scores
+from rsearch.analysis.baselines import (LABELS, accuracies, against_baselines, logprob_scores, pair_margins,
+                                        pair_truth, strongest_text, text_baseline_scores)
 from rsearch.analysis import expected_reward as er
 from rsearch.distributed import ShardPool, sharded_capture
 
