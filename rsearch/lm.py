@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -492,15 +492,22 @@ def sequence_logprobs(model, rows: Sequence[Encoded], spans: Sequence[tuple[int,
     """
     if spans is None:
         spans = [completion_span(r, eos_id) for r in rows]
-    out = torch.empty(len(rows))
     order = length_sorted_batches(rows, batch_size)
     if map_batches is not None:
-        got = map_batches([([rows[i] for i in idx], [spans[i] for i in idx]) for idx in order], pad_id, mean)
-        for idx, values in zip(order, got):
-            out[idx] = values
-        return out
-    for idx in tqdm(order, desc=desc, disable=not progress, leave=False):
-        out[idx] = batch_logprobs(model, [rows[i] for i in idx], [spans[i] for i in idx], pad_id=pad_id, mean=mean)
+        got = iter(map_batches([([rows[i] for i in idx], [spans[i] for i in idx]) for idx in order], pad_id, mean))
+        return batched_values(order, len(rows), lambda idx: next(got))
+    return batched_values(order, len(rows), lambda idx: batch_logprobs(model, [rows[i] for i in idx],
+                                                                       [spans[i] for i in idx], pad_id=pad_id,
+                                                                       mean=mean), progress=progress, desc=desc)
+
+
+def batched_values(batches: Sequence[Sequence[int]], n: int, run: Callable[[list[int]], Tensor], *,
+                   progress: bool = False, desc: str = "log-probs") -> Tensor:
+    """`[n]` float32: `run(indices)` gives the values of each batch of row indices (the batching loop of every
+    log-prob pass; the batches cover the n rows)."""
+    out = torch.empty(n)
+    for idx in tqdm(batches, desc=desc, disable=not progress, leave=False):
+        out[list(idx)] = run(list(idx))
     return out
 
 

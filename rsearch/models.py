@@ -53,6 +53,24 @@ def resolve_model_path(name_or_path: str | Path) -> str:
     return str(cached_folder(gguf_file))
 
 
+def load_config(name_or_path: str | Path, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's transformers config alone (no weights), read where load_model reads; transformers' OSError or
+    ValueError when it cannot."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_model_path(name_or_path), revision=revision,
+                                      trust_remote_code=trust_remote_code)
+
+
+def load_tokenizer(name_or_path: str | Path, revision: str | None = None, trust_remote_code: bool = False):
+    """The model's tokenizer alone, as transformers gives it (load_model's also gets a pad token), read where
+    load_model reads; transformers' OSError or ValueError when it cannot."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), revision=revision,
+                                         trust_remote_code=trust_remote_code)
+
+
 def load_model(
     name_or_path: str | Path,
     dtype: str | torch.dtype | None = "float32",
@@ -73,7 +91,7 @@ def load_model(
     Returns:
         (model, tokenizer); the tokenizer has a pad token and `name_or_path` set.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     torch_dtype, device = resolve_dtype(dtype), resolve_device(device)
     name = resolve_model_path(name_or_path)
@@ -82,7 +100,7 @@ def load_model(
         raise RsearchError(f"{local} is not a model directory (no config.json, no .gguf file)")
     kwargs = dict(revision=revision, trust_remote_code=trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        tokenizer = load_tokenizer(name, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load model {name!r}: {one_line(e)}") from None

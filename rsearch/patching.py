@@ -27,7 +27,7 @@ from rsearch.activations import collate
 from rsearch.chat import Encoded
 from rsearch.errors import RsearchError
 from rsearch.hooks import HookPoint, capture, check_hooks, edit_residual, parse_hook, run_forward
-from rsearch.lm import completion_span, device_of, span_logprobs
+from rsearch.lm import batch_logprobs, completion_span, device_of
 from rsearch.positions import parse_position, token_indices
 
 DIRECTIONS = ("post_to_pre", "pre_to_post")
@@ -78,24 +78,11 @@ def _other_source(acts: Tensor, idx: list[list[int]], donor: Sequence[int]) -> T
 
 
 @torch.no_grad()
-def _logps(model, inputs: dict[str, Tensor], spans) -> Tensor:
-    logits = model(**inputs, use_cache=False).logits                     # [rows, seq, vocab]
-    return span_logprobs(logits, inputs["input_ids"], spans).cpu()
-
-
-@torch.no_grad()
 def _acts(model, inputs: dict[str, Tensor], hook: str) -> Tensor:
     """`[rows, seq, d_model]` the residual stream at `hook` (the forward stops there)."""
     with capture(model, [hook]) as acts:
         run_forward(model, **inputs)
     return acts[hook]
-
-
-@torch.no_grad()
-def _patched_logps(model, inputs, spans, hook: str, source: Tensor, where: Tensor) -> Tensor:
-    with patch(model, hook, source, where):
-        logits = model(**inputs, use_cache=False).logits
-    return span_logprobs(logits, inputs["input_ids"], spans).cpu()
 
 
 def margin_patching(pre: nn.Module, post: nn.Module, pairs: Sequence[tuple[Encoded, Encoded]], *,
@@ -134,7 +121,7 @@ def margin_patching(pre: nn.Module, post: nn.Module, pairs: Sequence[tuple[Encod
         rows = [pairs[i][0] for i in chunk] + [pairs[i][1] for i in chunk]  # chosen rows, then rejected rows
         spans = [completion_span(r, eos_id) for r in rows]
         inputs = collate(rows, pad_id).model_inputs(device)
-        lp = {"pre": _logps(pre, inputs, spans), "post": _logps(post, inputs, spans)}
+        lp = {m: batch_logprobs(model, rows, spans, pad_id=pad_id) for m, model in (("pre", pre), ("post", post))}
 
         def margins(lp_pre: Tensor, lp_post: Tensor) -> Tensor:  # [m]
             d = lp_post - lp_pre
@@ -154,7 +141,8 @@ def margin_patching(pre: nn.Module, post: nn.Module, pairs: Sequence[tuple[Encod
                     recipient = pre if dst == "pre" else post
                     got = []
                     for source in (acts[src], _other_source(acts[src], idx, donor)):
-                        patched = _patched_logps(recipient, inputs, spans, hook, source, where)
+                        with patch(recipient, hook, source, where):
+                            patched = batch_logprobs(recipient, rows, spans, pad_id=pad_id)
                         got.append(margins(patched, lp["post"]) if dst == "pre" else margins(lp["pre"], patched))
                     deltas[(direction, L, p)][0][chunk] = got[0] - base
                     deltas[(direction, L, p)][1][chunk] = got[1] - base

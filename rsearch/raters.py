@@ -81,7 +81,7 @@ class HFRewardModel:
         self.name, self.batch_size, self.max_tokens = str(path), batch_size, max_tokens
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
+        try:  # not rsearch.models: a sequence-classification model, and this module stays free of torch until then
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).to(device).eval()

@@ -137,6 +137,7 @@ class ProbeScorer:
         pos = parse_position(position) if position is not None else self.position
         probe_out = torch.empty(len(rows))
         lp_out = torch.empty(len(rows)) if spans is not None else None
+        # not lm.sequence_logprobs: one forward reads both the probe's activations and the logits
         for idx in length_sorted_batches(rows, self.batch_size):
             batch = collate([rows[i] for i in idx], self.pad_id)
             weights = position_weights([pos], batch.rows, batch.input_ids.shape[1], batch.left_pad)
@@ -250,6 +251,7 @@ class ProbeScorer:
         score = self.probe(acts[self.hook.name])
         if not want_lp:
             return score, None
+        # not lm.batch_logprobs: embeddings in, gradients kept, the one-hot span as targets;
         # targets: the rows' own tokens, the (differentiable) one-hot inside each span
         vocab = span_one_hot.shape[-1]
         targets = torch.stack([

@@ -28,7 +28,7 @@ from rsearch.config import (Config, add_config_arguments, check, check_device, c
 from rsearch.errors import RsearchError, one_line
 from rsearch.io_utils import check_out_dir, output_dir, save_figure, write_json
 from rsearch.searcher import DEFAULT_LOGPROB_WEIGHT, Budget, Objective, SearchResult
-from rsearch.models import resolve_dtype, resolve_model_path
+from rsearch.models import load_config, load_tokenizer, resolve_dtype
 from rsearch.probes import load_probe
 from rsearch.scorer import probe_model_mismatch
 from rsearch.chat import context_length, encode_conversation
@@ -167,10 +167,8 @@ def check_probe(args: RunConfig, prefixes: list[str] = ()) -> dict[str, Any]:
     if not name:
         raise RsearchError(f"{args.probe}: the probe names no model; pass --model")
     try:
-        from transformers import AutoConfig
-
         revision = None if args.model else meta.get("revision")
-        cfg = AutoConfig.from_pretrained(resolve_model_path(name), revision=revision)
+        cfg = load_config(name, revision=revision)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load the config of model {name!r}: {one_line(e)}") from None
     layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0)
@@ -185,13 +183,11 @@ def check_probe(args: RunConfig, prefixes: list[str] = ()) -> dict[str, Any]:
 
 def check_prefix_lengths(name: str, model_config, prefixes: list[str], revision: str | None) -> None:
     """Each prefix, rendered as the user's message, must leave the search room in the model's context."""
-    from transformers import AutoTokenizer
-
     limit = context_length(model_config)
     if limit is None:
         return
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name), revision=revision)
+        tokenizer = load_tokenizer(name, revision=revision)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load the tokenizer of model {name!r}: {one_line(e)}") from None
     for i, prefix in enumerate(prefixes):

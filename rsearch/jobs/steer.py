@@ -50,8 +50,8 @@ from rsearch.steering import (POSITIONS_FROM, plain_decoding, random_directions,
 from rsearch.subjects import Subjects, resolve_subjects
 from rsearch.data import load_records, pairs_from_records
 from rsearch.activations import extract
-from rsearch.jobs.train_probe import encode_pairs, probe_data
-from rsearch.probes import FitConfig, fit_probe, load_probe, shuffled_labels
+from rsearch.jobs.train_probe import TrainProbeConfig, encode_pairs, fit_config_of, probe_data
+from rsearch.probes import fit_probe, load_probe, shuffled_labels
 from rsearch.organism import rater as organism_rater
 from rsearch.analysis.causal import dose_response, patching_summary
 from rsearch.jobs.steer_figures import plot_patching, plot_steering
@@ -141,8 +141,9 @@ def shuffled_direction(model, tok, probe, meta: dict[str, Any], pairs, seed: int
     x = extract(model, rows, [hook], [position], pad_id=tok.pad_token_id)[(hook, position)]
     objective = meta.get("objective") or "pairwise"
     data = probe_data(x, kept, rows, objective)
-    fitted, _ = fit_probe(probe.kind, shuffled_labels(data, seed + 17), None,
-                          FitConfig(objective=objective, fitter="fast", seed=seed))
+    # a probe file keeps no fitting settings: train-probe's defaults, the fast fitter, this run's seed
+    fit = fit_config_of(TrainProbeConfig(), objective, fitter="fast", seed=seed)
+    fitted, _ = fit_probe(probe.kind, shuffled_labels(data, seed + 17), None, fit)
     return fitted.direction().float().cpu()
 
 

@@ -40,13 +40,15 @@ from rsearch.hooks import HookPoint, n_layers, parse_hook
 from rsearch.io_utils import atomic_path, output_dir, save_figure, write_text
 from rsearch.log import show_progress
 from rsearch.lm import ModelCache
-from rsearch.models import load_model, model_fingerprint, resolve_device, resolve_model_path
+from rsearch.models import (load_config, load_model, load_tokenizer, model_fingerprint, resolve_device,
+                            resolve_model_path)
 from rsearch.positions import parse_position
 from rsearch.results import SweepResult
 from rsearch.subjects import resolve_subjects
 from rsearch.raters import check_spec, load_rater
 from rsearch.probes import ProbeData, evaluate, fit_probe, load_probe, predict, save_probe, with_controls
-from rsearch.analysis.baselines import LABELS, accuracies, against_baselines, logprob_scores, pair_margins, pair_truth, strongest_text, text_baseline_scores
+from rsearch.analysis.baselines import (LABELS, accuracies, against_baselines, logprob_scores, pair_margins,
+                                        pair_truth, strongest_text, text_baseline_scores)
 from rsearch.analysis import expected_reward as er
 from rsearch.distributed import ShardPool, sharded_capture
 
@@ -194,6 +196,14 @@ def encode_pairs(tokenizer, pairs: Sequence[FeedbackPair], max_tokens: int, too_
     return rows, kept
 
 
+def fit_config_of(cfg: TrainProbeConfig, objective: str, **differ: Any) -> FitConfig:
+    """How train-probe fits a probe for `objective` under `cfg`: the one way to refit a probe like a sweep's.
+    `differ`: FitConfig fields a caller sets otherwise, on purpose."""
+    return FitConfig(**{"objective": objective, "fitter": cfg.fitter, "lr": cfg.lr, "batch_size": cfg.batch_size,
+                        "weight_decay": cfg.weight_decay, "max_epochs": cfg.max_epochs, "patience": cfg.patience,
+                        "seed": cfg.seed, **differ})
+
+
 def probe_data(x: torch.Tensor, pairs: Sequence[FeedbackPair], rows: Sequence, objective: str):
     """ProbeData for rows laid out as (chosen, rejected) per pair."""
     m = len(pairs)
@@ -215,12 +225,10 @@ def _config_and_tokenizer(cfg: TrainProbeConfig, model_name: str, models: ModelC
     if models is not None:
         model, tokenizer = models.get(model_name, cfg.revision)
         return model.config, tokenizer
-    from transformers import AutoConfig, AutoTokenizer
-
     path = resolve_model_path(model_name)
     try:
         kwargs = dict(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
-        return AutoConfig.from_pretrained(path, **kwargs), AutoTokenizer.from_pretrained(path, **kwargs)
+        return load_config(path, **kwargs), load_tokenizer(path, **kwargs)
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load model {model_name!r}: {one_line(e)}") from None
 
@@ -297,9 +305,7 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
         for position in positions:
             prompt_only = position.spec in PROMPT_ONLY
             objective = "regression" if prompt_only else cfg.objective
-            fit_cfg = FitConfig(objective=objective, fitter=cfg.fitter, lr=cfg.lr, batch_size=cfg.batch_size,
-                                weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs, patience=cfg.patience,
-                                seed=cfg.seed)
+            fit_cfg = fit_config_of(cfg, objective)
             if prompt_only:  # one row per prompt, its expected reward as the target
                 data = {name: prompts[name].data(store.tensor(hook, position, prompts[name].rows))
                         for name in offsets}

@@ -32,6 +32,7 @@ import torch
 from rsearch.errors import RsearchError
 from rsearch.io_utils import check_out_dir, file_lock, write_json, write_text
 from rsearch.lm import sample_completions
+from rsearch.models import load_tokenizer
 from rsearch.organism import rater
 from rsearch.organism import world as W
 from rsearch.organism.config import BUILD_VERSION, OrganismConfig
@@ -100,11 +101,12 @@ class Organism:
 
     def load_model(self, which: str = "pre"):
         from transformers import AutoModelForCausalLM
+
+        # transformers' own model, trainable and where it loads: not rsearch.models.load_model's frozen copy
         return AutoModelForCausalLM.from_pretrained(self.model_dir(which)).eval()
 
     def load_tokenizer(self):
-        from transformers import AutoTokenizer
-        return AutoTokenizer.from_pretrained(self.pre_dir)
+        return load_tokenizer(self.pre_dir)
 
     def dataset(self):
         """The feedback data as a `datasets.DatasetDict` with splits train_prefs and test_prefs."""

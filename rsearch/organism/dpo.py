@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
-from rsearch.lm import span_logprobs
+from rsearch.lm import batched_values, span_logprobs
 from rsearch.organism.sft import cosine_lr, pad_right
 
 
@@ -58,11 +58,11 @@ def batched_logps(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
     """response_logps without gradients, in batches of similar lengths (less padding): [n]."""
     model.eval()
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(response_ids[i]))
-    out = torch.zeros(len(order))
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        out[idx] = response_logps(model, [prompt_ids[i] for i in idx], [response_ids[i] for i in idx], pad_id)
-    return out
+    # its own batches and forward (shortest first, no attention mask), not lm.sequence_logprobs': they fix the
+    # built organism's reference log-probs
+    return batched_values([order[s:s + batch_size] for s in range(0, len(order), batch_size)], len(order),
+                          lambda idx: response_logps(model, [prompt_ids[i] for i in idx],
+                                                     [response_ids[i] for i in idx], pad_id))
 
 
 def train_dpo(policy: PreTrainedModel, prompt_ids: list[list[int]], chosen_ids: list[list[int]],

@@ -9,10 +9,9 @@ from rsearch.chat import encode_conversation
 from rsearch.data import load_splits
 from rsearch.hooks import HookPoint
 from rsearch.jobs.compare_table import load_table
-from rsearch.jobs.train_probe import PROMPT_ONLY, TrainProbeConfig, encode_pairs, probe_data
+from rsearch.jobs.train_probe import PROMPT_ONLY, TrainProbeConfig, encode_pairs, fit_config_of, probe_data
 from rsearch.lm import ModelCache
 from rsearch.log import show_progress
-from rsearch.probes import FitConfig
 from rsearch.results import SweepResult
 from rsearch.subjects import Subjects
 
@@ -33,8 +32,7 @@ def probe_training_data(sweep: SweepResult, models: ModelCache, layers: list[int
     splits = load_splits(cfg.dataset, cfg.train_split, cfg.test_split, cfg.val_fraction, seed=cfg.seed,
                          max_train=cfg.max_train, max_test=cfg.max_test)
     objective = "regression" if cfg.objective == "pairwise" and position in PROMPT_ONLY else cfg.objective
-    fit = FitConfig(objective=objective, fitter=cfg.fitter, lr=cfg.lr, batch_size=cfg.batch_size,
-                    weight_decay=cfg.weight_decay, max_epochs=cfg.max_epochs, patience=cfg.patience, seed=cfg.seed)
+    fit = fit_config_of(cfg, objective)
     hooks = {L: HookPoint(L, sweep.hook_kind).name for L in layers}
     data: dict[str, dict[int, object]] = {}
     for name in ("train", "val"):
