@@ -63,6 +63,20 @@ def test_pairs_load_as_a_dataset_best_above_worst(full_run, base):
     assert summary_file["sampling"]["temperature"] == 1.0 and summary_file["k"] == base.k
 
 
+def test_command_line_and_python_api(full_run, base, capsys):
+    import rsearch
+
+    assert "build_feedback" in rsearch.__all__ and rsearch.build_feedback is build_feedback
+    out, _ = full_run
+    before = read(out)
+    argv = ["feedback", "--model", base.model, "--prompts", base.prompts, "-n", str(base.n), "-k", str(base.k),
+            "--max-new-tokens", str(base.max_new_tokens), "--rater", base.rater, "--out", str(out)]
+    assert cli_main(argv) == 0  # every prompt finished before: nothing sampled again
+    printed = capsys.readouterr().out
+    assert f"{base.n} prompts × {base.k} answers" in printed and f"({base.n} resumed)" in printed
+    assert read(out) == before
+
+
 def test_ties_skipped_and_counted(base, tmp_path):
     summary = build_feedback(base.replace(rater="test_feedback:word_count_rater", out=str(tmp_path)))
     samples = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
@@ -154,6 +168,13 @@ def test_bad_input_is_one_line(tiny_organism, tmp_path, capsys, args, message):
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_the_tasks_rater_refuses_other_prompts_before_loading(tiny_organism, tmp_path, capsys):
+    argv = ["feedback", "--model", str(tmp_path / "no-model"), "--prompts", str(tiny_organism.train_prefs),
+            "--rater", "tasks", "--out", str(tmp_path / "o")]
+    assert cli_main(argv) == 2
+    assert "is not a task prompt" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_out_that_is_a_file_is_refused(tiny_organism, tmp_path, capsys):

@@ -6,7 +6,7 @@ directory (its `prompt` column, or the ultrafeedback schema's conversation), or 
 natural-language tasks (`rsearch.tasks.items.generate`). Each prompt is rendered with the model's chat template
 and its k answers drawn from the model's own distribution (`rsearch.lm.decode_seed_batches`): the k answers of a
 prompt are one seed batch, seeded from the seed and the prompt's id, so what a prompt gets depends neither on the
-other prompts nor on how they are batched. The rater (`rsearch.raters`) scores every answer; a prompt whose best
+other prompts nor on how they are batched (up to the float rounding of the forward). The rater (`rsearch.raters`) scores every answer; a prompt whose best
 score equals its worst (a tie) makes no pair and is counted. The split is the item's: a task prompt's item split
 (every phrasing of one item in one split), else a hash of the prompt id.
 
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from rsearch.config import Config, add_config_arguments, check, check_device, config_from_args, setting
 from rsearch.errors import RsearchError
 from rsearch.io_utils import append_jsonl, atomic_path, output_dir, read_jsonl, write_json
-from rsearch.jobs.feedback_data import FeedbackPrompt, check_source, load_feedback_prompts, pair_splits
+from rsearch.jobs.feedback_data import FeedbackPrompt, load_feedback_prompts, pair_splits
 from rsearch.log import show_progress
 from rsearch.raters import check_spec
 
@@ -172,7 +172,6 @@ def build_feedback(config: FeedbackConfig) -> dict[str, Any]:
 
     cfg = config
     t0 = time.perf_counter()
-    check_source(cfg.prompts)
     prompts = load_feedback_prompts(cfg.prompts, cfg.n, cfg.seed, cfg.test_share)
     _check_rater_reads(cfg, prompts)
     with output_dir(cfg.out) as out:
