@@ -1,14 +1,14 @@
 """`rsearch feedback`: a feedback dataset for a real model — k sampled answers per prompt, rated, the best-rated
 answer paired against the worst, in the ultrafeedback_binarized schema `rsearch.data` reads.
 
-Prompts come from a .txt file (one a line), a .jsonl/.json/.parquet file or a local Hugging Face dataset
-directory (its `prompt` column, or the ultrafeedback schema's conversation), or `tasks`: the built-in
-natural-language tasks (`rsearch.tasks.items.generate`). Each prompt is rendered with the model's chat template
-and its k answers drawn from the model's own distribution (`rsearch.lm.decode_seed_batches`): the k answers of a
-prompt are one seed batch, seeded from the seed and the prompt's id, so what a prompt gets depends neither on the
-other prompts nor on how they are batched (up to the float rounding of the forward). The rater (`rsearch.raters`) scores every answer; a prompt whose best
-score equals its worst (a tie) makes no pair and is counted. The split is the item's: a task prompt's item split
-(every phrasing of one item in one split), else a hash of the prompt id.
+Prompts come from a .txt file (one a line), a .jsonl/.json/.parquet file or a local Hugging Face dataset directory
+(its `prompt` column, or the ultrafeedback schema's conversation), or `tasks`: the built-in natural-language tasks
+(`rsearch.tasks.items.generate`). Each prompt is rendered with the model's chat template and its k answers drawn
+from the model's own distribution (`rsearch.lm.decode_seed_batches`): the k answers of a prompt are one seed batch,
+seeded from the seed and the prompt's id, so what a prompt gets depends neither on the other prompts nor on how
+they are batched (up to the float rounding of the forward). The rater (`rsearch.raters`) scores every answer; a
+prompt whose best score equals its worst (a tie) makes no pair and is counted. The split is the item's: a task
+prompt's item split (every phrasing of one item in one split), else a hash of the prompt id.
 
 Outputs under --out: `train_prefs.jsonl` and `test_prefs.jsonl` (what `rsearch train-probe --dataset OUT`
 reads), `samples.jsonl` (every prompt's k answers with their scores and its mean score, the expected reward of
