@@ -73,7 +73,7 @@ def test_command_line_and_python_api(full_run, base, capsys):
             "--max-new-tokens", str(base.max_new_tokens), "--rater", base.rater, "--out", str(out)]
     assert cli_main(argv) == 0  # every prompt finished before: nothing sampled again
     printed = capsys.readouterr().out
-    assert f"{base.n} prompts × {base.k} answers" in printed and f"({base.n} resumed)" in printed
+    assert f"{base.n} prompts × {base.k} answers" in printed and f"({base.n} resumed;" in printed
     assert read(out) == before
 
 
@@ -111,6 +111,7 @@ def test_resume_after_a_crash_and_after_a_smaller_n(full_run, base, tmp_path, mo
     monkeypatch.setattr(feedback, "_rate", real)
     resumed = build_feedback(base.replace(out=str(tmp_path / "crash")))
     assert resumed["resumed_prompts"] == 4 and read(tmp_path / "crash") == read(out)
+    assert resumed["seconds_sampling_all_runs"] > 0
 
     build_feedback(base.replace(out=str(tmp_path / "grow"), n=5))
     grown = build_feedback(base.replace(out=str(tmp_path / "grow")))

@@ -205,13 +205,15 @@ def _sample_and_rate(cfg: FeedbackConfig, todo: list[FeedbackPrompt], done: dict
              + (f" ({total - len(todo)} done before)" if len(todo) < total else ""))
     bar = tqdm(total=total, initial=total - len(todo), desc="feedback", unit="prompt", disable=not show_progress())
     for a in range(0, len(todo), per_chunk):
-        chunk = todo[a:a + per_chunk]
+        chunk, t0 = todo[a:a + per_chunk], time.perf_counter()
         answers = _sample_chunk(cfg, model, tokenizer, chunk)
         flat = [(p, s) for p, ss in zip(chunk, answers) for s in ss]
         rated = _rate(cfg, rater, [p for p, _ in flat], [s["text"] for _, s in flat])
+        seconds = round((time.perf_counter() - t0) / len(chunk), 3)
         for i, p in enumerate(chunk):
             samples = [{**s, **r} for s, r in zip(answers[i], rated[i * cfg.k:(i + 1) * cfg.k])]
-            done[p.prompt_id] = _record(p, samples)
+            # the partial file alone keeps the time (samples.jsonl stays the same on every rerun)
+            done[p.prompt_id] = {**_record(p, samples), "seconds": seconds}
             append_jsonl(out / PARTIAL, done[p.prompt_id])
         bar.update(len(chunk))
     bar.close()
@@ -226,7 +228,7 @@ def _write_outputs(cfg: FeedbackConfig, out: Path, records: list[dict], resumed:
         with atomic_path(out / f"{name}.jsonl") as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with atomic_path(out / "samples.jsonl") as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        tmp.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "seconds"}) + "\n" for r in records))
     scores = [s["score"] for r in records for s in r["samples"]]
     summary: dict[str, Any] = {
         "model": cfg.model, "revision": cfg.revision, "prompts": cfg.prompts, "rater": cfg.rater,
@@ -235,7 +237,9 @@ def _write_outputs(cfg: FeedbackConfig, out: Path, records: list[dict], resumed:
         "mean_score": sum(scores) / len(scores) if scores else float("nan"),
         "prompts_per_split": {name: sum(r["split"] == s for r in records)
                               for s, name in (("train", "train_prefs"), ("test", "test_prefs"))},
-        "resumed_prompts": resumed, "seconds": round(seconds, 2), "sampling": sampling_settings(cfg),
+        "resumed_prompts": resumed, "seconds": round(seconds, 2),
+        "seconds_sampling_all_runs": round(sum(r.get("seconds", 0.0) for r in records), 2),
+        "sampling": sampling_settings(cfg),
         "test_share": cfg.test_share}
     correct = [s["correct"] for r in records for s in r["samples"] if "correct" in s]
     if correct:
@@ -256,7 +260,8 @@ def add_arguments(parser) -> None:
 def format_summary(s: dict[str, Any]) -> str:
     pairs = ", ".join(f"{name} {n}" for name, n in s["pairs"].items())
     lines = [f"{s['n_prompts']} prompts × {s['k']} answers from {s['model']} in {s['seconds']:.1f} s"
-             + (f" ({s['resumed_prompts']} resumed)" if s["resumed_prompts"] else ""),
+             + (f" ({s['resumed_prompts']} resumed; sampling and rating took {s['seconds_sampling_all_runs']:.1f} s "
+                "over all runs)" if s["resumed_prompts"] else ""),
              f"pairs: {pairs}; skipped: {s['ties_skipped']} ties, {s['empty_skipped']} with < 2 non-empty answers",
              f"mean score {s['mean_score']:.3f}"]
     if "share_right" in s:
