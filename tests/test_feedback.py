@@ -20,6 +20,10 @@ def word_count_rater(prompt: str, completion: str) -> float:
     return float(len(completion.split()) > 4)
 
 
+def nan_rater(prompt: str, completion: str) -> float:
+    return float("nan")
+
+
 @pytest.fixture(scope="module")
 def base(tiny_organism):
     """Settings of a small run on the organism's prompts, rated by the organism's rater."""
@@ -162,13 +166,19 @@ def test_prompts_from_a_dataset_directory(tmp_path):
     (["--rater", "no-such-rater"], "rater 'no-such-rater'"),
     (["--rater", "none"], "rater: none names no rater"),
     (["--temperature", "0"], "temperature: must be positive"),
+    (["--max-new-tokens", "100000", "-n", "2"], "more than the model's context"),
+    (["--rater", "test_feedback:nan_rater", "-n", "2", "--max-new-tokens", "3"], "must be a finite number"),
 ])
 def test_bad_input_is_one_line(tiny_organism, tmp_path, capsys, args, message):
     argv = ["feedback", "--model", str(tiny_organism.pre_dir), "--rater", "organism", "--out", str(tmp_path / "o"),
             *args]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err
+    if "context" in message or "finite" in message:  # found once the model is loaded: after its loading bar
+        err = err.splitlines()[-1]
+    assert message in err and "\n" not in err and err.startswith("rsearch: error: ")
+    if "finite" not in message:  # nothing written (the rater's faults show only after the first answers)
+        assert not (tmp_path / "o").exists()
 
 
 def test_the_tasks_rater_refuses_other_prompts_before_loading(tiny_organism, tmp_path, capsys):

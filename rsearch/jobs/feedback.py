@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,13 @@ def sampling_settings(cfg: FeedbackConfig) -> dict[str, Any]:
 
 def _identity(cfg: FeedbackConfig) -> dict[str, Any]:
     """What the finished prompts of a partial file were made with: a rerun that differs starts over (--n may
-    change: a prompt's answers do not depend on the others)."""
+    change: a prompt's answers do not depend on the others; the batch size and thread count only round floats)."""
+    import torch
+
     key = {k: v for k, v in cfg.key_dict().items() if k != "n"}
+    # the draws come from a generator on the model's device, and a CUDA generator's stream is not the CPU's
+    device = cfg.device if cfg.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    key["draws_on"] = torch.device(device).type
     p = Path(cfg.prompts).expanduser()
     if p.exists():
         key["prompts"] = str(p.resolve())
@@ -123,16 +129,31 @@ def _rate(cfg: FeedbackConfig, rater, prompts: Sequence[FeedbackPrompt], texts: 
 
         details = [rate_detail(list(p.messages), t) for p, t in zip(prompts, texts, strict=True)]
         return [{"score": float(d["score"]), "correct": float(d["correct"])} for d in details]
-    scores = rater.rate([list(p.messages) for p in prompts], list(texts))
-    return [{"score": float(s)} for s in scores]
+    scores = [float(s) for s in rater.rate([list(p.messages) for p in prompts], list(texts))]
+    bad = next((i for i, s in enumerate(scores) if not math.isfinite(s)), None)
+    if bad is not None:
+        raise RsearchError(f"rater {cfg.rater}: scored an answer to prompt {prompts[bad].prompt_id} {scores[bad]} "
+                           "(a feedback score must be a finite number)")
+    return [{"score": s} for s in scores]
 
 
-def _sample_chunk(cfg: FeedbackConfig, model, tokenizer, chunk: Sequence[FeedbackPrompt]) -> list[list[dict]]:
+def _encode_all(cfg: FeedbackConfig, model, tokenizer, prompts: Sequence[FeedbackPrompt]) -> dict[str, tuple]:
+    """{prompt id: its chat-templated token ids}; a prompt that leaves no room for the answers is refused before
+    any is sampled."""
+    from rsearch.chat import check_context, encode_conversation
+
+    ids = {p.prompt_id: encode_conversation(tokenizer, list(p.messages), None).ids for p in prompts}
+    for pid, x in ids.items():
+        check_context(len(x) + cfg.max_new_tokens, model, f"prompt {pid} with --max-new-tokens {cfg.max_new_tokens}")
+    return ids
+
+
+def _sample_chunk(cfg: FeedbackConfig, model, tokenizer, chunk: Sequence[FeedbackPrompt], encoded: dict[str, tuple]
+                  ) -> list[list[dict]]:
     """Each prompt's k answers: {text, n_tokens, ended}."""
-    from rsearch.chat import encode_conversation
     from rsearch.lm import decode_seed_batches
 
-    ids = [encode_conversation(tokenizer, list(p.messages), None).ids for p in chunk]
+    ids = [encoded[p.prompt_id] for p in chunk]
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     got = decode_seed_batches(model, [(seed_batch_of(p.prompt_id), [x] * cfg.k) for p, x in zip(chunk, ids)],
@@ -149,20 +170,28 @@ def _record(p: FeedbackPrompt, samples: list[dict]) -> dict[str, Any]:
             "split": p.split, "mean_score": sum(scores) / len(scores), "samples": samples}
 
 
-def _resume(out: Path, cfg: FeedbackConfig) -> dict[str, dict]:
-    """{prompt id: record} of the prompts a previous run with these settings finished."""
-    partial, stamp = out / PARTIAL, out / STAMP
-    identity = json.loads(json.dumps(_identity(cfg), default=str))
-    if not stamp.is_file() or json.loads(stamp.read_text()) != identity:
-        if partial.exists():
-            log.info(f"{partial}: made with other settings; starting over")
-        partial.unlink(missing_ok=True)
-        write_json(stamp, identity)
-    rows = read_jsonl(partial)
-    if partial.exists():  # drop a torn last line, so appends start on a clean line
+def _finished(out: Path, cfg: FeedbackConfig) -> dict[str, dict]:
+    """{prompt id: record} of the prompts a previous run with these settings finished (reads only)."""
+    stamp = out / STAMP
+    if not stamp.is_file() or json.loads(stamp.read_text()) != _identity_json(cfg):
+        if (out / PARTIAL).exists():
+            log.info(f"{out / PARTIAL}: made with other settings; starting over")
+        return {}
+    return {r["prompt_id"]: r for r in read_jsonl(out / PARTIAL)}
+
+
+def _identity_json(cfg: FeedbackConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(_identity(cfg), default=str))
+
+
+def _start_appending(out: Path, cfg: FeedbackConfig, done: dict[str, dict]) -> None:
+    """The partial file holding exactly the finished prompts (a torn last line or another run's dropped), stamped
+    with these settings."""
+    partial = out / PARTIAL
+    if done or partial.exists():
         with atomic_path(partial) as tmp:
-            tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
-    return {r["prompt_id"]: r for r in rows}
+            tmp.write_text("".join(json.dumps(r, default=str) + "\n" for r in done.values()))
+    write_json(out / STAMP, _identity_json(cfg))
 
 
 def build_feedback(config: FeedbackConfig) -> dict[str, Any]:
@@ -179,7 +208,7 @@ def build_feedback(config: FeedbackConfig) -> dict[str, Any]:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         try:
-            done = _resume(out, cfg)
+            done = _finished(out, cfg)
             todo = [p for p in prompts if p.prompt_id not in done]
             if todo:
                 _sample_and_rate(cfg, todo, done, out, len(prompts))
@@ -200,23 +229,25 @@ def _sample_and_rate(cfg: FeedbackConfig, todo: list[FeedbackPrompt], done: dict
 
     rater = None if cfg.rater == "tasks" else load_rater(cfg.rater, device=cfg.device, dtype=cfg.dtype)
     model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.revision)
+    encoded = _encode_all(cfg, model, tokenizer, todo)
+    _start_appending(out, cfg, done)
     per_chunk = max(1, cfg.sample_batch_size // cfg.k)
     log.info(f"sampling {cfg.k} answers × {len(todo)} prompts from {cfg.model}"
              + (f" ({total - len(todo)} done before)" if len(todo) < total else ""))
-    bar = tqdm(total=total, initial=total - len(todo), desc="feedback", unit="prompt", disable=not show_progress())
-    for a in range(0, len(todo), per_chunk):
-        chunk, t0 = todo[a:a + per_chunk], time.perf_counter()
-        answers = _sample_chunk(cfg, model, tokenizer, chunk)
-        flat = [(p, s) for p, ss in zip(chunk, answers) for s in ss]
-        rated = _rate(cfg, rater, [p for p, _ in flat], [s["text"] for _, s in flat])
-        seconds = round((time.perf_counter() - t0) / len(chunk), 3)
-        for i, p in enumerate(chunk):
-            samples = [{**s, **r} for s, r in zip(answers[i], rated[i * cfg.k:(i + 1) * cfg.k])]
-            # the partial file alone keeps the time (samples.jsonl stays the same on every rerun)
-            done[p.prompt_id] = {**_record(p, samples), "seconds": seconds}
-            append_jsonl(out / PARTIAL, done[p.prompt_id])
-        bar.update(len(chunk))
-    bar.close()
+    with tqdm(total=total, initial=total - len(todo), desc="feedback", unit="prompt",
+              disable=not show_progress()) as bar:  # closed before an error is printed
+        for a in range(0, len(todo), per_chunk):
+            chunk, t0 = todo[a:a + per_chunk], time.perf_counter()
+            answers = _sample_chunk(cfg, model, tokenizer, chunk, encoded)
+            flat = [(p, s) for p, ss in zip(chunk, answers) for s in ss]
+            rated = _rate(cfg, rater, [p for p, _ in flat], [s["text"] for _, s in flat])
+            seconds = round((time.perf_counter() - t0) / len(chunk), 3)
+            for i, p in enumerate(chunk):
+                samples = [{**s, **r} for s, r in zip(answers[i], rated[i * cfg.k:(i + 1) * cfg.k])]
+                # the partial file alone keeps the time (samples.jsonl stays the same on every rerun)
+                done[p.prompt_id] = {**_record(p, samples), "seconds": seconds}
+                append_jsonl(out / PARTIAL, done[p.prompt_id])
+            bar.update(len(chunk))
 
 
 def _write_outputs(cfg: FeedbackConfig, out: Path, records: list[dict], resumed: int, seconds: float
