@@ -160,6 +160,20 @@ def test_prompts_from_a_dataset_directory(tmp_path):
     assert [p.task for p in got] == ["add"] * 3  # the column where given, else the task the prompt asks
 
 
+def test_bad_prompt_files_are_one_line(tmp_path):
+    from rsearch.errors import RsearchError
+    from rsearch.jobs.feedback_data import load_feedback_prompts
+
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9?\n".encode("latin-1"))
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    (tmp_path / "no_prompt.jsonl").write_text('{"question": "hi"}\n')
+    (tmp_path / "prompts.csv").write_text("prompt\nhi\n")
+    for name, message in (("latin1.txt", "not UTF-8"), ("blank.txt", "no prompts"),
+                          ("no_prompt.jsonl", "needs a 'prompt' column"), ("prompts.csv", "unsupported file type")):
+        with pytest.raises(RsearchError, match=message):
+            load_feedback_prompts(str(tmp_path / name), 5, 0, 0.25)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--prompts", "nowhere.jsonl"], "prompts 'nowhere.jsonl'"),
     (["-k", "1"], "k: need at least 2"),

@@ -61,6 +61,8 @@ def split_of_prompt(prompt_id: str, text: str, test_share: float) -> str:
 
 def load_feedback_prompts(spec: str, n: int, seed: int, test_share: float) -> list[FeedbackPrompt]:
     """The first n distinct prompts of the source (in its order; `tasks`: n generated with `seed`)."""
+    from rsearch.prompts import user_text
+
     check_source(spec)
     if spec == "tasks":
         from rsearch.tasks.items import generate
@@ -72,11 +74,9 @@ def load_feedback_prompts(spec: str, n: int, seed: int, test_share: float) -> li
         if len(out) == n:
             break
         if pid not in out:
-            from rsearch.prompts import user_text
-
             text = user_text(messages)
-            out[pid] = FeedbackPrompt(pid, tuple(messages), task or _task_kind(text), split_of_prompt(pid, text,
-                                                                                                       test_share))
+            out[pid] = FeedbackPrompt(pid, tuple(messages), task or _task_kind(text),
+                                      split_of_prompt(pid, text, test_share))
     if not out:
         raise RsearchError(f"prompts {spec}: no prompts")
     return list(out.values())
@@ -95,7 +95,11 @@ def _rows(spec: str) -> list[tuple[str, list[dict], str | None]]:
 
     p = Path(spec).expanduser()
     if p.suffix == ".txt" and p.is_file():
-        lines = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+        try:
+            text = p.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RsearchError(f"{p}: not UTF-8 text (byte {e.start})") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         return [(prompt_id_of(t), [{"role": "user", "content": t}], None) for t in lines]
     records = load_records(str(p), None) if p.is_file() else _dataset_records(p)
     if not records:
