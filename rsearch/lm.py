@@ -92,7 +92,7 @@ def sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int,
                   generator: torch.Generator | None = None, temperature: float = 1.0, stop_ids: Sequence[int] = (),
                   allowed: Tensor | None = None, min_new_tokens: int | Sequence[int] = 1, top_k: int = 0,
                   top_p: float = 1.0) -> list[tuple[tuple[int, ...], bool]]:
-    """Continues each context with the model's own distribution (top-k 0, top-p 1), all contexts in one batch.
+    """Continues each context with the model's own distribution (by default top-k 0, top-p 1), all in one batch.
 
     Args:
         model: a causal LM.
