@@ -6,6 +6,7 @@ The public API, imported lazily (`import rsearch` stays cheap; torch loads on fi
     from rsearch import fit_probe, save_probe, load_probe      # probes
     from rsearch import ProbeScorer, Searcher                  # scoring and search
     from rsearch import TrainProbeConfig, CompareConfig, DemoConfig, RunConfig   # the jobs' settings
+    from rsearch import FeedbackConfig, build_feedback         # a feedback dataset sampled from a model
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ _API = {
     "RunConfig": "rsearch.jobs.run",
     "DemoConfig": "rsearch.jobs.demo_config",
     "run_demo": "rsearch.jobs.demo",
+    "FeedbackConfig": "rsearch.jobs.feedback",
+    "build_feedback": "rsearch.jobs.feedback",
     "OrganismConfig": "rsearch.organism.config",
     "OrganismBuildConfig": "rsearch.organism.config",
 }

@@ -20,6 +20,8 @@ COMMANDS = {
     "compare": ("rsearch.jobs.compare", "compare probe scores of pre- and post-RL completions"),
     "demo": ("rsearch.jobs.demo", "the whole study on the embedded organism, with a report"),
     "rate": ("rsearch.jobs.rate", "re-rate a feedback dataset with another rater (reward model or callable)"),
+    "feedback": ("rsearch.jobs.feedback", "build a feedback dataset: sample k answers per prompt, rate, pair best "
+                 "against worst"),
     "steer": ("rsearch.jobs.steer", "steer along the probe direction, patch between the models: is it used?"),
 }
 

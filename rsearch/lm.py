@@ -1,12 +1,12 @@
 """The one door to the model: loading models, sampling from a chat model, teacher-forced log-probs.
 
-Sampling draws from the model's own distribution: softmax of the logits (over the tokens a draw may take) at
-the given temperature, no top-k, no top-p (`generate`'s `top_k=0, top_p=1.0`), contexts left-padded with an
-explicit attention mask. One decoding loop (`sample_tokens`) serves completions (`sample_completions`, for
-compare, the analyses and the organism's build) and the search's spans. It draws with a `torch.Generator` on
-the generator's device, so a draw depends only on its seed; `sample_completions` seeds batch b with
-`seed * 100003 + b` and forms batches the same way for every model given the same prompts, so pre- and post-RL
-models see the same random streams (common random numbers).
+Sampling draws from the model's own distribution: softmax of the logits (over the tokens a draw may take) at the
+given temperature, no top-k, no top-p by default (`generate`'s `top_k=0, top_p=1.0`; `top_k` / `top_p` truncate
+it as `generate`'s warpers do), contexts left-padded with an explicit attention mask. One decoding loop
+(`sample_tokens`) serves completions (`sample_completions`, for compare, the analyses and the organism's build)
+and the search's spans. It draws with a `torch.Generator` on the generator's device, so a draw depends only on
+its seed; `sample_completions` seeds batch b with `seed * 100003 + b` and forms batches the same way for every
+model given the same prompts, so pre- and post-RL models see the same random streams (common random numbers).
 
 `sample_completions` decodes with `fast_sample_tokens` unless told `decode="plain"`: a static KV cache
 (dynamic where the architecture has none), finished rows leaving the batch, several seed batches decoded as one
@@ -90,9 +90,9 @@ def suppressed_ids(model) -> list[int]:
 @torch.no_grad()
 def sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int, *, pad_id: int,
                   generator: torch.Generator | None = None, temperature: float = 1.0, stop_ids: Sequence[int] = (),
-                  allowed: Tensor | None = None, min_new_tokens: int | Sequence[int] = 1
-                  ) -> list[tuple[tuple[int, ...], bool]]:
-    """Continues each context with the model's own distribution (top-k 0, top-p 1), all contexts in one batch.
+                  allowed: Tensor | None = None, min_new_tokens: int | Sequence[int] = 1, top_k: int = 0,
+                  top_p: float = 1.0) -> list[tuple[tuple[int, ...], bool]]:
+    """Continues each context with the model's own distribution (by default top-k 0, top-p 1), all in one batch.
 
     Args:
         model: a causal LM.
@@ -105,6 +105,8 @@ def sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int,
         allowed: `[vocab]` bool of tokens that may be drawn (stop tokens may end a continuation once
             `min_new_tokens` are out, and not before); every token but the model's `suppressed_ids` if None.
         min_new_tokens: tokens drawn before a stop token may end a continuation (one number, or one per context).
+        top_k, top_p: draw only from the k most likely tokens (0: all) / the smallest set holding top_p of the
+            probability (1: all); see `truncate_logits`.
 
     Returns:
         per context: (new token ids, whether a stop token ended it).
@@ -133,7 +135,8 @@ def sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int,
         if temperature <= 0:
             nxt = scores.argmax(-1)
         else:
-            nxt = torch.multinomial(torch.softmax(scores / temperature, -1), 1, generator=generator)[:, 0]
+            probs = torch.softmax(truncate_logits(scores / temperature, top_k, top_p), -1)
+            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
         nxt = nxt.cpu()                                                            # [n]
         hit = torch.isin(nxt, stop)                                                # [n]
         stopped |= hit & ~done
@@ -148,6 +151,21 @@ def sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int,
                     use_cache=True, **{cache_kw: past})
         past, logits = out[cache_kw], out.logits[:, -1]
     return [(tuple(tokens[i][kept[i]].tolist()), bool(stopped[i])) for i in range(n)]
+
+
+def truncate_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """`[rows, vocab]` logits with the tokens outside the top k, then outside the top-p nucleus, set to −inf (the
+    order of `generate`'s warpers; the most likely token always stays). top_k 0 and top_p 1: `logits` itself."""
+    if 0 < top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, -1).values[:, -1:]  # [rows, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        ranked, order = logits.sort(-1, descending=True)  # [rows, vocab]
+        probs = ranked.softmax(-1)
+        drop_ranked = probs.cumsum(-1) - probs >= top_p  # the tokens before it already hold top_p
+        drop = torch.zeros_like(drop_ranked).scatter(-1, order, drop_ranked)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
 
 
 def _cache_kwarg(model) -> str:
@@ -187,7 +205,7 @@ def fast_sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens:
                        stop_ids: Sequence[int] = (), allowed: Tensor | None = None,
                        min_new_tokens: int | Sequence[int] = 1,
                        groups: Sequence[tuple[torch.Generator | None, int]] | None = None,
-                       static_cache: bool = True, compile: bool = False
+                       static_cache: bool = True, compile: bool = False, top_k: int = 0, top_p: float = 1.0
                        ) -> list[tuple[tuple[int, ...], bool]]:
     """`sample_tokens` with less work per step; for the same generator, the same tokens (up to float rounding).
 
@@ -252,7 +270,8 @@ def fast_sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens:
             for (gen, _), a, b in zip(groups, bounds, bounds[1:]):
                 if not bool(done[a:b].all()):
                     noise[a:b].exponential_(1, generator=gen)
-            nxt = (torch.softmax(scores / temperature, -1) / noise[live_on]).argmax(-1)
+            probs = torch.softmax(truncate_logits(scores / temperature, top_k, top_p), -1)
+            nxt = (probs / noise[live_on]).argmax(-1)
         nxt = nxt.cpu()                                                                   # [rows]
         hit = torch.isin(nxt, stop)
         was_done = done[live]
@@ -329,7 +348,8 @@ def rows_that_fit(model, max_len: int, prompt_len: int, share: float = 0.8) -> i
 
 def sample_completions(model, tokenizer, prompts: Sequence, k: int, *, seed: int, max_new_tokens: int = 64,
                        temperature: float = 1.0, batch_size: int = 64, min_new_tokens: int = 1,
-                       sort_by_length: bool = True, progress: bool = False, desc: str = "sample",
+                       top_k: int = 0, top_p: float = 1.0, sort_by_length: bool = True, progress: bool = False,
+                       desc: str = "sample",
                        decode: str = "static", max_batch: int | None = None, map_batches=None
                        ) -> list[list[Sampled]]:
     """k completions per prompt from the chat model's own distribution, seeded per batch.
@@ -341,6 +361,7 @@ def sample_completions(model, tokenizer, prompts: Sequence, k: int, *, seed: int
         seed: batch b draws with a generator seeded `seed * 100003 + b`.
         max_new_tokens: cap on each completion's length.
         temperature: softmax temperature (1 samples the model's distribution).
+        top_k, top_p: truncate the distribution (`truncate_logits`; 0 and 1: the model's whole distribution).
         batch_size: sequences per seed batch.
         min_new_tokens: tokens drawn before the end-of-turn token may end a completion (0 allows empty ones).
         sort_by_length: batch sequences of similar prompt length together (less padding); False keeps the
@@ -368,6 +389,8 @@ def sample_completions(model, tokenizer, prompts: Sequence, k: int, *, seed: int
     batches = [(b, [prompt_ids[flat[j]] for j in chunk]) for b, chunk in enumerate(seed_batches)]
     settings = dict(seed=seed, max_new_tokens=max_new_tokens, pad_id=pad, stop_ids=[eos], temperature=temperature,
                     min_new_tokens=min_new_tokens, decode=decode, max_batch=max_batch)
+    if top_k or top_p < 1.0:  # only when set: untruncated draws keep the settings (and shard cache keys) they had
+        settings.update(top_k=top_k, top_p=top_p)
     if map_batches is None:
         got = decode_seed_batches(model, batches, progress=progress, desc=desc, **settings)
     else:
@@ -383,7 +406,8 @@ def sample_completions(model, tokenizer, prompts: Sequence, k: int, *, seed: int
 def decode_seed_batches(model, batches: Sequence[tuple[int, Sequence[Sequence[int]]]], *, seed: int,
                         max_new_tokens: int, pad_id: int, stop_ids: Sequence[int], temperature: float = 1.0,
                         min_new_tokens: int = 1, decode: str = "static", max_batch: int | None = None,
-                        progress: bool = False, desc: str = "sample") -> list[list[tuple[tuple[int, ...], bool]]]:
+                        progress: bool = False, desc: str = "sample", top_k: int = 0, top_p: float = 1.0
+                        ) -> list[list[tuple[tuple[int, ...], bool]]]:
     """Continues each seed batch's contexts, batch b drawing with a generator seeded `seed * 100003 + b`.
 
     Args:
@@ -404,7 +428,8 @@ def decode_seed_batches(model, batches: Sequence[tuple[int, Sequence[Sequence[in
         rows = max_batch or (rows_that_fit(model, longest + max_new_tokens, longest) if device.type == "cuda"
                              else size)
         per_call = max(1, rows // size)
-    kw = dict(pad_id=pad_id, temperature=temperature, stop_ids=stop_ids, min_new_tokens=min_new_tokens)
+    kw = dict(pad_id=pad_id, temperature=temperature, stop_ids=stop_ids, min_new_tokens=min_new_tokens, top_k=top_k,
+              top_p=top_p)
     out: list[list[tuple[tuple[int, ...], bool]]] = []
     bar = tqdm(total=len(batches), desc=desc, disable=not progress, leave=False, unit="batch")
     for first in range(0, len(batches), per_call):
