@@ -26,8 +26,9 @@ COMMANDS = {
 }
 
 
-# jobs that set torch's threads themselves (the demo from its config, the organism build from $RSEARCH_THREADS)
-OWN_THREADS = ("demo", "organism")
+# jobs that set torch's threads themselves (the demo and feedback from their configs, the organism build from
+# $RSEARCH_THREADS)
+OWN_THREADS = ("demo", "organism", "feedback")
 
 
 def default_threads() -> int:
