@@ -27,12 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from rsearch.chat import check_context, encode_conversation
 from rsearch.config import Config, add_config_arguments, check, check_device, config_from_args, setting
 from rsearch.errors import RsearchError
 from rsearch.io_utils import append_jsonl, atomic_path, output_dir, read_jsonl, write_json
 from rsearch.jobs.feedback_data import FeedbackPrompt, load_feedback_prompts, pair_splits
+from rsearch.lm import decode_seed_batches
 from rsearch.log import show_progress
-from rsearch.raters import check_spec
+from rsearch.models import load_model
+from rsearch.raters import check_spec, load_rater
+from rsearch.tasks.rater import rate_detail, task_of
 
 log = logging.getLogger("rsearch.feedback")
 PARTIAL, STAMP = ".samples.partial.jsonl", ".feedback.partial.json"
@@ -113,7 +117,6 @@ def _check_rater_reads(cfg: FeedbackConfig, prompts: Sequence[FeedbackPrompt]) -
     """The tasks rater scores task prompts only: refuse others before any model loads."""
     if cfg.rater != "tasks":
         return
-    from rsearch.tasks.rater import task_of
 
     bad = next((p for p in prompts if task_of(p.text) is None), None)
     if bad is not None:
@@ -125,7 +128,6 @@ def _rate(cfg: FeedbackConfig, rater, prompts: Sequence[FeedbackPrompt], texts: 
           ) -> list[dict[str, Any]]:
     """Per answer: {score} (the tasks rater: with `correct` too)."""
     if cfg.rater == "tasks":
-        from rsearch.tasks.rater import rate_detail
 
         details = [rate_detail(list(p.messages), t) for p, t in zip(prompts, texts, strict=True)]
         return [{"score": float(d["score"]), "correct": float(d["correct"])} for d in details]
@@ -140,7 +142,6 @@ def _rate(cfg: FeedbackConfig, rater, prompts: Sequence[FeedbackPrompt], texts: 
 def _encode_all(cfg: FeedbackConfig, model, tokenizer, prompts: Sequence[FeedbackPrompt]) -> dict[str, tuple]:
     """{prompt id: its chat-templated token ids}; a prompt that leaves no room for the answers is refused before
     any is sampled."""
-    from rsearch.chat import check_context, encode_conversation
 
     ids = {p.prompt_id: encode_conversation(tokenizer, list(p.messages), None).ids for p in prompts}
     for pid, x in ids.items():
@@ -151,7 +152,6 @@ def _encode_all(cfg: FeedbackConfig, model, tokenizer, prompts: Sequence[Feedbac
 def _sample_chunk(cfg: FeedbackConfig, model, tokenizer, chunk: Sequence[FeedbackPrompt], encoded: dict[str, tuple]
                   ) -> list[list[dict]]:
     """Each prompt's k answers: {text, n_tokens, ended}."""
-    from rsearch.lm import decode_seed_batches
 
     ids = [encoded[p.prompt_id] for p in chunk]
     eos = tokenizer.eos_token_id
@@ -224,8 +224,6 @@ def _sample_and_rate(cfg: FeedbackConfig, todo: list[FeedbackPrompt], done: dict
                      total: int) -> None:
     from tqdm.auto import tqdm
 
-    from rsearch.models import load_model
-    from rsearch.raters import load_rater
 
     rater = None if cfg.rater == "tasks" else load_rater(cfg.rater, device=cfg.device, dtype=cfg.dtype)
     model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.revision)

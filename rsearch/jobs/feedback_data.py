@@ -7,7 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from rsearch.data import load_records, pairs_from_records
 from rsearch.errors import RsearchError, one_line
+from rsearch.prompts import user_text
+from rsearch.tasks.items import generate
+from rsearch.tasks.rater import task_of
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
 SPLITS = {"train": "train_prefs", "test": "test_prefs"}
@@ -25,8 +29,6 @@ class FeedbackPrompt:
 
     @property
     def text(self) -> str:
-        from rsearch.prompts import user_text
-
         return user_text(self.messages)
 
 
@@ -50,7 +52,6 @@ def prompt_id_of(text: str) -> str:
 
 def split_of_prompt(prompt_id: str, text: str, test_share: float) -> str:
     """A task prompt's item split (every phrasing of an item in one split), else a hash of the prompt id."""
-    from rsearch.tasks.rater import task_of
 
     item = task_of(text, test_share)
     if item is not None:
@@ -61,11 +62,9 @@ def split_of_prompt(prompt_id: str, text: str, test_share: float) -> str:
 
 def load_feedback_prompts(spec: str, n: int, seed: int, test_share: float) -> list[FeedbackPrompt]:
     """The first n distinct prompts of the source (in its order; `tasks`: n generated with `seed`)."""
-    from rsearch.prompts import user_text
 
     check_source(spec)
     if spec == "tasks":
-        from rsearch.tasks.items import generate
 
         return [FeedbackPrompt(prompt_id_of(it.prompt), ({"role": "user", "content": it.prompt},), it.kind,
                                it.split) for it in generate(n, seed, test_share)]
@@ -83,15 +82,12 @@ def load_feedback_prompts(spec: str, n: int, seed: int, test_share: float) -> li
 
 
 def _task_kind(text: str) -> str | None:
-    from rsearch.tasks.rater import task_of
-
     item = task_of(text)
     return item.kind if item is not None else None
 
 
 def _rows(spec: str) -> list[tuple[str, list[dict], str | None]]:
     """(prompt id, messages, task kind or None) per row of a prompts file or dataset directory."""
-    from rsearch.data import load_records, pairs_from_records
 
     p = Path(spec).expanduser()
     if p.suffix == ".txt" and p.is_file():
