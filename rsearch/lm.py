@@ -3,8 +3,8 @@
 Sampling draws from the model's own distribution: softmax of the logits (over the tokens a draw may take) at the
 given temperature, no top-k, no top-p by default (`generate`'s `top_k=0, top_p=1.0`; `top_k` / `top_p` truncate
 it as `generate`'s warpers do), contexts left-padded with an explicit attention mask. One decoding loop
-(`sample_tokens`) serves completions (`sample_completions`, for compare, the analyses and the organism's build)
-and the search's spans. It draws with a `torch.Generator` on the generator's device, so a draw depends only on
+(`decode_tokens`; `sample_tokens` is it with its speed-ups off) serves completions (`sample_completions`, for
+compare, the analyses and the organism's build) and the search's spans. It draws with a `torch.Generator` on the generator's device, so a draw depends only on
 its seed; `sample_completions` seeds batch b with `seed * 100003 + b` and forms batches the same way for every
 model given the same prompts, so pre- and post-RL models see the same random streams (common random numbers).
 
@@ -87,12 +87,13 @@ def suppressed_ids(model) -> list[int]:
     return list(getattr(getattr(model, "generation_config", None), "suppress_tokens", None) or [])
 
 
-@torch.no_grad()
 def sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int, *, pad_id: int,
                   generator: torch.Generator | None = None, temperature: float = 1.0, stop_ids: Sequence[int] = (),
                   allowed: Tensor | None = None, min_new_tokens: int | Sequence[int] = 1, top_k: int = 0,
                   top_p: float = 1.0) -> list[tuple[tuple[int, ...], bool]]:
-    """Continues each context with the model's own distribution (by default top-k 0, top-p 1), all in one batch.
+    """Continues each context with the model's own distribution (by default top-k 0, top-p 1), all in one batch:
+    the one decode loop (`decode_tokens`) with its speed-ups off (a growing KV cache, every row kept to the end,
+    the prefill's full logits), the reference the fast path is checked against.
 
     Args:
         model: a causal LM.
@@ -111,46 +112,9 @@ def sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int,
     Returns:
         per context: (new token ids, whether a stop token ended it).
     """
-    if not contexts:
-        return []
-    n, device = len(contexts), device_of(model)
-    draw_on = generator.device if generator is not None else torch.device("cpu")
-    rows = [Encoded(tuple(c), len(c) - 1, (len(c), len(c))) for c in contexts]
-    batch = collate(rows, pad_id, padding_side="left")
-    mask = batch.attention_mask.to(device)          # [n, seq]
-    position_ids = batch.position_ids.to(device)    # [n, seq]
-    cache_kw = _cache_kwarg(model)
-    out = model(input_ids=batch.input_ids.to(device), attention_mask=mask, position_ids=position_ids, use_cache=True)
-    past, logits = out[cache_kw], out.logits[:, -1]  # [n, vocab]
-    vocab = logits.shape[-1]
-    stop, base, with_stop = _vocab_masks(model, vocab, allowed, stop_ids, draw_on)
-    min_new = _min_new(min_new_tokens, n, draw_on)  # [n]
-    tokens = torch.zeros(n, max_new_tokens, dtype=torch.long)  # [n, max_new_tokens]
-    kept = torch.zeros(n, max_new_tokens, dtype=torch.bool)    # drawn before the row's stop token
-    done = torch.zeros(n, dtype=torch.bool)
-    stopped = torch.zeros(n, dtype=torch.bool)
-    for t in range(max_new_tokens):
-        bias = torch.where((t >= min_new)[:, None], with_stop[None], base[None])  # [n, vocab]
-        scores = logits.float().to(draw_on) + bias                                 # [n, vocab]
-        if temperature <= 0:
-            nxt = scores.argmax(-1)
-        else:
-            probs = torch.softmax(truncate_logits(scores / temperature, top_k, top_p), -1)
-            nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-        nxt = nxt.cpu()                                                            # [n]
-        hit = torch.isin(nxt, stop)                                                # [n]
-        stopped |= hit & ~done
-        tokens[:, t], kept[:, t] = nxt, ~done & ~hit
-        done |= hit
-        if bool(done.all()) or t == max_new_tokens - 1:
-            break
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        mask = torch.cat([mask, (~done).long().to(device)[:, None]], 1)
-        position_ids = position_ids[:, -1:] + 1
-        out = model(input_ids=nxt[:, None].to(device), attention_mask=mask, position_ids=position_ids,
-                    use_cache=True, **{cache_kw: past})
-        past, logits = out[cache_kw], out.logits[:, -1]
-    return [(tuple(tokens[i][kept[i]].tolist()), bool(stopped[i])) for i in range(n)]
+    return decode_tokens(model, contexts, max_new_tokens, pad_id=pad_id, generator=generator, temperature=temperature,
+                         stop_ids=stop_ids, allowed=allowed, min_new_tokens=min_new_tokens, top_k=top_k, top_p=top_p,
+                         static_cache=False, compact=False, last_logits_only=False)
 
 
 def truncate_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
@@ -200,14 +164,15 @@ DECODES = ("plain", "static", "compiled")
 
 
 @torch.no_grad()
-def fast_sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int, *, pad_id: int,
-                       generator: torch.Generator | None = None, temperature: float = 1.0,
-                       stop_ids: Sequence[int] = (), allowed: Tensor | None = None,
-                       min_new_tokens: int | Sequence[int] = 1,
-                       groups: Sequence[tuple[torch.Generator | None, int]] | None = None,
-                       static_cache: bool = True, compile: bool = False, top_k: int = 0, top_p: float = 1.0
-                       ) -> list[tuple[tuple[int, ...], bool]]:
-    """`sample_tokens` with less work per step; for the same generator, the same tokens (up to float rounding).
+def decode_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int, *, pad_id: int,
+                  generator: torch.Generator | None = None, temperature: float = 1.0,
+                  stop_ids: Sequence[int] = (), allowed: Tensor | None = None,
+                  min_new_tokens: int | Sequence[int] = 1,
+                  groups: Sequence[tuple[torch.Generator | None, int]] | None = None,
+                  static_cache: bool = True, compile: bool = False, top_k: int = 0, top_p: float = 1.0,
+                  compact: bool = True, last_logits_only: bool = True) -> list[tuple[tuple[int, ...], bool]]:
+    """The decode loop; with its defaults (`fast_sample_tokens`) less work per step than `sample_tokens`, and for
+    the same generator the same tokens (up to float rounding).
 
     Finished rows leave the batch once at most half of it is still running (the KV cache is compacted), the KV
     cache is preallocated (`StaticCache`, where the architecture supports it), the prefill computes the last
@@ -221,6 +186,8 @@ def fast_sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens:
         static_cache: preallocate the KV cache (else a growing one, as the plain loop).
         compile: on CUDA, run the decode step through `torch.compile(mode="reduce-overhead")` (CUDA graphs);
             ignored on the CPU.
+        compact: let finished rows leave the batch. last_logits_only: the prefill computes the last position's
+            logits only. (`sample_tokens` turns all three off.)
     """
     if not contexts:
         return []
@@ -240,7 +207,7 @@ def fast_sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens:
     cache_kw = _cache_kwarg(model)
     cache = _static_cache(model, seq + max_new_tokens) if static else None
     params = inspect.signature(model.forward).parameters
-    first_kw = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    first_kw = {"logits_to_keep": 1} if last_logits_only and "logits_to_keep" in params else {}
     # transformers < 5.2x writes a static cache at `cache_position` (later ones keep the count in the cache)
     at = (lambda a, b: {"cache_position": torch.arange(a, b, device=device)}) if (
         static and "cache_position" in params) else (lambda a, b: {})
@@ -281,7 +248,7 @@ def fast_sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens:
         if bool(done.all()) or t == max_new_tokens - 1:
             break
         running = ~done[live]
-        if int(running.sum()) * 2 <= len(live):  # compact: finished rows leave the batch
+        if compact and int(running.sum()) * 2 <= len(live):  # finished rows leave the batch
             keep = _rows_to_keep(running, bucket=compile)
             on_device = keep.to(device)
             live, nxt, position_ids, mask = live[keep], nxt[keep], position_ids[on_device], mask[on_device]
@@ -295,6 +262,9 @@ def fast_sample_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens:
                    position_ids=position_ids, use_cache=True, **{cache_kw: cache}, **at(seq + t, seq + t + 1))
         cache, logits = out[cache_kw], out.logits[:, -1].float()  # a copy: CUDA graphs reuse their outputs
     return [(tuple(tokens[i][kept[i]].tolist()), bool(stopped[i])) for i in range(n)]
+
+
+fast_sample_tokens = decode_tokens  # the decode loop with every speed-up on (its defaults)
 
 
 def _static_cache(model, max_len: int):
