@@ -214,7 +214,7 @@ def encode_conversation(tokenizer, prompt: list[Message] | str, completion: str 
         raise RsearchError(f"completion of type {type(completion).__name__}: it must be text")
     if completion == "":
         raise RsearchError("empty completion: every completion needs at least one token")
-    prefix_text = "".join(p.text for p in render_pieces(tokenizer, messages, add_generation_prompt=True))
+    prefix_text = render_chat(tokenizer, messages, add_generation_prompt=True)
     full = encode_chat(tokenizer, messages + [{"role": "assistant", "content": completion}], False)
     k = len(messages)
     at = next((a for p, a in zip(full.pieces, full.starts) if p.message == k), -1)
