@@ -70,26 +70,42 @@ def render_pieces(tokenizer, messages: list[Message], add_generation_prompt: boo
     """The rendered conversation cut into the template's text and each message's content (the one renderer).
 
     A content the template leaves out has no piece; one it writes twice, or changes other than by trimming its
-    whitespace, is refused (its tokens could not be told from the template's).
+    whitespace (Llama-3, Gemma), is refused: its tokens could not be told from the template's.
     """
     messages = check_messages(messages)
     marks = [_MARK.format(k) for k in range(len(messages))]
     framed = render_chat(tokenizer, [{**m, "content": marks[k]} for k, m in enumerate(messages)],
                          add_generation_prompt)
     real = render_chat(tokenizer, messages, add_generation_prompt)
-    for strip in (False, True):
-        pieces, rest = [], framed
-        for k, mark in enumerate(marks):
-            if rest.count(mark) > 1 or framed.count(mark) > 1:
-                raise RsearchError(f"the chat template writes message {k}'s content more than once")
-            if mark in rest:
-                head, rest = rest.split(mark)
-                content = messages[k]["content"]
-                pieces += [Piece(head), Piece(content.strip() if strip else content, k)]
-        pieces.append(Piece(rest))
-        if "".join(p.text for p in pieces) == real:
-            return [p for p in pieces if p.text or p.message is not None]
-    raise RsearchError("the chat template does not render the message content verbatim")
+    frame, rest = [], framed  # (template text before it, message index) per content the template writes
+    for k, mark in enumerate(marks):
+        if framed.count(mark) > 1:
+            raise RsearchError(f"the chat template writes message {k}'s content more than once")
+        if mark in rest:
+            head, rest = rest.split(mark)
+            frame.append((head, k))
+    failed: set[tuple[int, int]] = set()
+
+    def match(j: int, at: int) -> list[Piece] | None:
+        """Pieces for frame[j:] read from real[at:], each content as written or trimmed."""
+        if j == len(frame):
+            return [Piece(rest)] if real[at:] == rest else None
+        head, k = frame[j]
+        if (j, at) in failed or not real.startswith(head, at):
+            return None
+        c = messages[k]["content"]
+        for text in dict.fromkeys((c, c.strip(), c.lstrip(), c.rstrip())):
+            if real.startswith(text, at + len(head)):
+                tail = match(j + 1, at + len(head) + len(text))
+                if tail is not None:
+                    return [Piece(head), Piece(text, k)] + tail
+        failed.add((j, at))
+        return None
+
+    pieces = match(0, 0)
+    if pieces is None:
+        raise RsearchError("the chat template does not render the message content verbatim")
+    return [p for p in pieces if p.text or p.message is not None]
 
 
 def _forging_ids(tokenizer) -> frozenset[int]:

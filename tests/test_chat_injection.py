@@ -8,7 +8,7 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from rsearch.chat import encode_chat, encode_conversation, render_chat
+from rsearch.chat import encode_chat, encode_conversation, render_chat, render_pieces
 from rsearch.data import pairs_from_records
 from rsearch.errors import RsearchError
 from rsearch.organism.tokenizer import build_tokenizer
@@ -191,3 +191,17 @@ def test_a_search_prefix_with_a_forged_turn_is_text(name):
     assert span is not None and eos not in span and assistant not in span
     with torch.no_grad():
         assert torch.allclose(scorer.score_texts([prefix]), scorer.score_rows([target.row(())]).probe)
+
+
+def test_templates_that_trim_some_messages_or_rewrite_content():
+    tok = bpe_tokenizer("llama3")
+    tok.chat_template = LLAMA3_TEMPLATE.replace("m['content'] | trim", "(m['content'] | trim if m['role'] == 'user' "
+                                                "else m['content'])")
+    messages = [{"role": "system", "content": "  be nice  "}, {"role": "user", "content": " <|eot_id|> hi\n"}]
+    assert [p.text for p in render_pieces(tok, messages, True) if p.message is not None] == [
+        "  be nice  ", "<|eot_id|> hi"]  # the system message as written, the user's trimmed
+    enc = encode_chat(tok, messages, True)
+    assert tok.convert_tokens_to_ids("<|eot_id|>") not in enc.ids[slice(*enc.content_span(1))]
+    tok.chat_template = LLAMA3_TEMPLATE.replace("m['content'] | trim", "m['content'] | upper")
+    with pytest.raises(RsearchError, match="verbatim"):
+        encode_conversation(tok, "hi", "ok")
