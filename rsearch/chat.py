@@ -188,8 +188,12 @@ def _as_text(tokenizer, text: str, ids: list[int], offsets: list[tuple[int, int]
 
 def encode_pieces(tokenizer, batch: Sequence[Sequence[Piece]]) -> list[Tokens]:
     """Each list of pieces tokenized as a whole: the template's text as the tokenizer reads it, message content
-    as text (a special token in it is split into ordinary tokens). Benign text gives exactly the ids of
-    tokenizing the joined text."""
+    as text (a special token in it is split into ordinary tokens).
+
+    The joined text is tokenized first, so benign text gives exactly its ordinary ids (tokenizing each piece on
+    its own would not: a SentencePiece tokenizer starts a lone piece with `▁`); only a run between the template's
+    own special tokens where a special token lands in a message's characters is tokenized again.
+    """
     if not getattr(tokenizer, "is_fast", False):
         raise RsearchError("rsearch needs a fast (Rust) tokenizer to align tokens with text")
     texts = ["".join(p.text for p in pieces) for pieces in batch]
