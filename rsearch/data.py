@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from rsearch.chat import ROLES
 from rsearch.errors import RsearchError, one_line
 
 REQUIRED = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected")
@@ -40,6 +41,9 @@ def _messages(value: list, column: str, row: int, source: str) -> tuple[Message,
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or "content" not in m:
             raise RsearchError(f"{source}: row {row}: message {k} of column {column!r} needs a 'role' and a "
                                "'content'")
+        if m["role"] not in ROLES:
+            raise RsearchError(f"{source}: row {row}: message {k} of column {column!r} has role {m['role']!r}: use "
+                               f"{', '.join(ROLES)}")
         if not isinstance(m["content"], str):
             raise RsearchError(f"{source}: row {row}: message {k} of column {column!r} has a non-text content")
         out.append({"role": m["role"], "content": m["content"]})

@@ -9,13 +9,14 @@ A target turns a searched span (token ids) into a full conversation row the scor
     completion  <|user|>\\n{prompt}</s>\\n<|assistant|>\\n[SPAN]</s>\\n       scored at the completion's end
                 reward-guided decoding: the assistant's answer to a fixed prompt is searched.
 
-The template is rendered once around a sentinel and cut there, so the tokens before and after the span are
-fixed and a token-level search (GCG, beam) splices span ids between them. Text enters a target only as a whole
+The template is rendered once and cut around the searched message's content, so the tokens before and after the
+span are fixed and a token-level search (GCG, beam) splices span ids between them. Text enters a target only as a whole
 message: `encode_continuation(text)` renders the prefix joined to the text (one space between them where
 neither side has whitespace) inside the template, tokenizes that as a whole and keeps the span's share of it,
 so prefix `Explain` + `what is …` is `Explain what is …` on any tokenizer; and `roundtrips(span)` holds when
 the message a span reads as tokenizes back to that same row, so a search keeps only spans that are what a
-user typing the message would send. An empty prompt prefix searches from the start of the user's message.
+user typing the message would send. An empty prompt prefix searches from the start of the user's message. The
+prefix and every message are user text, tokenized as text (see rsearch.chat): a marker in them is not a turn.
 """
 from __future__ import annotations
 
@@ -24,16 +25,11 @@ from typing import Sequence
 
 import torch
 
-from rsearch.chat import Encoded, encode_ids, render_chat
+from rsearch.chat import Encoded, Piece, encode_ids, encode_pieces, render_chat, render_pieces
 from rsearch.errors import RsearchError
 from rsearch.positions import Position, parse_position
 
 KINDS = ("prompt", "completion")
-_SENTINEL = "\u2063RSEARCH_SPAN\u2063"
-
-
-def _ids(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
 def join_message(prefix: str, text: str) -> str:
@@ -43,13 +39,17 @@ def join_message(prefix: str, text: str) -> str:
     return f"{prefix} {text}"
 
 
-def _cut(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[str, str]:
-    """The rendered template split at the sentinel: (text before, text after)."""
-    text = render_chat(tokenizer, messages, add_generation_prompt)
-    i = text.find(_SENTINEL)
-    if i < 0 or text.count(_SENTINEL) != 1:
-        raise RsearchError("the chat template does not render the message content verbatim")
-    return text[:i], text[i + len(_SENTINEL):]
+def _cut(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[tuple[Piece, ...], tuple[Piece, ...]]:
+    """The rendered conversation's pieces before and after the last message's content."""
+    pieces = render_pieces(tokenizer, messages, add_generation_prompt)
+    k = next((i for i, p in enumerate(pieces) if p.message == len(messages) - 1), None)
+    if k is None:
+        raise RsearchError("the chat template does not render the searched message's content")
+    return tuple(pieces[:k]), tuple(pieces[k + 1:])
+
+
+def _text(pieces) -> str:
+    return "".join(p.text for p in pieces)
 
 
 def allowed_token_mask(tokenizer, vocab_size: int) -> torch.Tensor:
@@ -82,8 +82,20 @@ class Target:
     tokenizer: object = field(repr=False, compare=False)
     allowed: torch.Tensor = field(repr=False, compare=False)  # [vocab] bool
     allowed_ids: frozenset[int] = field(repr=False, compare=False, default=frozenset())  # the same, as a set
-    before_text: str = ""           # the rendered template before the searched message's text
-    after_text: str = ""            # the rendered template after it
+    before: tuple[Piece, ...] = ()  # the rendered conversation before the searched message's text
+    after: tuple[Piece, ...] = ()   # the rendered conversation after it
+
+    @property
+    def before_text(self) -> str:
+        return _text(self.before)
+
+    @property
+    def after_text(self) -> str:
+        return _text(self.after)
+
+    @property
+    def _message_index(self) -> int:
+        return 0 if self.kind == "prompt" else 1
 
     # ----- rows -----
 
@@ -107,8 +119,9 @@ class Target:
         return self.tokenizer.decode(list(span_ids), skip_special_tokens=False)
 
     def encode(self, span_text: str) -> tuple[int, ...]:
-        """The text's ids on its own (to check its tokens; a span of a message comes from `encode_continuation`)."""
-        return tuple(_ids(self.tokenizer, span_text))
+        """The text's ids on its own, as text (to check its tokens; a span of a message comes from
+        `encode_continuation`)."""
+        return encode_pieces(self.tokenizer, [[Piece(span_text, self._message_index)]])[0].ids
 
     def message(self, text: str) -> str:
         """The searched message with `text` as its span: the prefix joined to it (prompt) or the text (completion)."""
@@ -131,10 +144,11 @@ class Target:
         """Per message: the span ids it gives when rendered in the template and tokenized as a whole, or None when
         the whole's tokens are not this target's prefix + a non-empty span + suffix (e.g. the text merges with
         the prefix's last token, or the message does not start with the prefix)."""
-        texts = [self.before_text + message + self.after_text for message in messages]
+        k = self._message_index
+        batch = [self.before + (Piece(message, k),) + self.after for message in messages]
         head, tail = len(self.prefix_ids), len(self.suffix_ids)
         out: list[tuple[int, ...] | None] = []
-        for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []:
+        for ids in (t.ids for t in encode_pieces(self.tokenizer, batch)):
             end = len(ids) - tail
             ok = end > head and tuple(ids[:head]) == self.prefix_ids and tuple(ids[end:]) == self.suffix_ids
             out.append(tuple(ids[head:end]) if ok else None)
@@ -200,22 +214,21 @@ def make_target(
         raise RsearchError(f"position {pos} reads a completion, but the prompt target has none: "
                            "use user_end or a negative index")
     if kind == "prompt":
-        before, after = _cut(tokenizer, [{"role": "user", "content": _SENTINEL}], add_generation_prompt=True)
-        head = before + prompt_prefix
-        enc = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)
-        prefix_ids = list(enc["input_ids"])
-        offsets = enc["offset_mapping"]
-        content_start = next((i for i, (a, b) in enumerate(offsets) if b > len(before) and b > a), len(prefix_ids))
-        suffix_ids = _ids(tokenizer, after)
+        # the frame is rendered around a stand-in message; the prefix is spliced in as the message's text
+        before, after = _cut(tokenizer, [{"role": "user", "content": "x"}], add_generation_prompt=True)
+        head = encode_pieces(tokenizer, [before + (Piece(prompt_prefix, 0),)])[0]
+        prefix_ids = list(head.ids)
+        n = len(_text(before))
+        content_start = next((i for i, (a, b) in enumerate(head.offsets) if b > n and b > a), len(prefix_ids))
     else:
         messages = [{"role": "user", "content": prompt_prefix}]
         gen_prompt = render_chat(tokenizer, messages, add_generation_prompt=True)
-        before, after = _cut(tokenizer, messages + [{"role": "assistant", "content": _SENTINEL}], False)
-        if before != gen_prompt:
+        before, after = _cut(tokenizer, messages + [{"role": "assistant", "content": "x"}], False)
+        if _text(before) != gen_prompt:
             raise RsearchError("the chat template does not render the generation prompt as a prefix of the answer")
-        prefix_ids = _ids(tokenizer, before)
+        prefix_ids = list(encode_pieces(tokenizer, [before])[0].ids)
         content_start = len(prefix_ids)
-        suffix_ids = _ids(tokenizer, after)
+    suffix_ids = list(encode_pieces(tokenizer, [after])[0].ids)
     if not prefix_ids:
         raise RsearchError("the rendered prompt has no tokens")
     if allowed is None:
