@@ -90,7 +90,10 @@ class TrainProbeConfig(Config):
     too_long: str = setting("drop", choices=TOO_LONG, help="a pair with a longer conversation: drop it, or "
                             "truncate its prompt from the left (the completion stays whole)")
     hook: str = setting("", help="hook point, e.g. blocks.24.hook_resid_pre or 24.resid_pre")
-    position: str = setting("-1", help="-1, user_end, completion_start, completion_frac:F, completion_mean, …")
+    position: str = setting("-1", help="-1, user_end, completion_start, completion_end, completion_frac:F, "
+                            "completion_mean, or any integer. -1 is the rendered conversation's last token, which a "
+                            "chat template may put after the reply's end marker (ChatML's newline after "
+                            "<|im_end|>): completion_end is the reply's last token")
     sweep: bool = setting(False, help="every layer × the listed positions")
     layers: tuple[int, ...] = setting((), help="comma-separated layers for --sweep (default: all)")
     hook_kind: str = setting("resid_pre", choices=("resid_pre", "resid_post"))

@@ -12,7 +12,6 @@ rendered as both markdown and HTML) and `figures`.
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,7 +179,3 @@ def report_stages(report: dict[str, Any]) -> list[Stage]:
     cfg = report.get("config") or {}
     return study_stages(tuple(cfg.get("stages") or ()), tuple(cfg.get("skip") or ()))
 
-
-def replace_paths(config: Config, **paths: str) -> Config:
-    """A stage's settings with the paths it runs with (its directory, an upstream stage's file)."""
-    return dataclasses.replace(config, **paths)
