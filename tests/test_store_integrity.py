@@ -1,0 +1,111 @@
+"""Stores and caches that verify themselves: damaged activation-store entries are re-extracted, non-finite
+activations and probes are refused with one line, a damaged organism build is not reported complete."""
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from rsearch.activations import build_store, store_damage
+from rsearch.chat import encode_conversation
+from rsearch.errors import RsearchError
+from rsearch.models import model_fingerprint
+from rsearch.probes import save_probe
+from rsearch.probes.models import make_probe
+from tiny import tiny_model, tiny_tokenizer
+
+TOK = tiny_tokenizer()
+ROWS = [encode_conversation(TOK, p, c) for p, c in [
+    ("what is two plus three please", "the answer is five"), ("hello", "nice"), ("list some animals", "cat dog"),
+    ("repeat after me", "hello world hello"), ("hello world", "good reply"), ("thank you", "you")]]
+HOOKS, POSITIONS = ["0.resid_pre", "1.resid_post"], ["user_end", "-1"]
+
+
+def _store(model, root):
+    return build_store(model, ROWS, HOOKS, POSITIONS, root=root, pad_id=TOK.pad_token_id, batch_size=2,
+                       progress=False, model_key=model_fingerprint(model))
+
+
+def _assert_same(a, b):
+    for hook in HOOKS:
+        for pos in POSITIONS:
+            np.testing.assert_array_equal(a.array(hook, pos), b.array(hook, pos))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model("llama", vocab_size=len(TOK))
+
+
+@pytest.fixture(scope="module")
+def clean(model, tmp_path_factory):
+    return _store(model, tmp_path_factory.mktemp("clean"))
+
+
+def _damage_overwrite(path):
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size - 16)
+        f.write(b"\x7f" * 16)
+
+
+def _damage_truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size - 40)
+
+
+@pytest.mark.parametrize("how", [_damage_overwrite, _damage_truncate, lambda p: p.unlink()],
+                         ids=["overwritten", "truncated", "missing"])
+def test_damaged_store_entry_is_reextracted(model, clean, tmp_path, caplog, how):
+    store = _store(model, tmp_path)
+    assert store.complete and store_damage(store.path) is None
+    victim = sorted(store.path.glob("*.npy"))[1]
+    how(victim)
+    assert store_damage(store.path)
+    with caplog.at_level(logging.WARNING, logger="rsearch.activations"):
+        again = _store(model, tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "rsearch.activations"]
+    assert len(lines) == 1 and "re-extracting" in lines[0] and victim.name in lines[0] and "\n" not in lines[0]
+    assert again.path == store.path and again.complete and store_damage(again.path) is None
+    _assert_same(again, clean)
+
+
+def test_clean_store_is_reused_without_a_log_line(model, tmp_path, caplog):
+    store = _store(model, tmp_path)
+    mtime = (store.path / "complete.json").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="rsearch.activations"):
+        _store(model, tmp_path)
+    assert not caplog.records and (store.path / "complete.json").stat().st_mtime_ns == mtime
+
+
+def test_store_without_a_manifest_is_trusted_but_checked_for_shape(model, tmp_path):
+    """Entries finished before complete.json held the manifest are reused, unless an array is truncated."""
+    import json
+    store = _store(model, tmp_path)
+    (store.path / "complete.json").write_text(json.dumps({"n_batches": 3}))
+    assert store_damage(store.path) is None
+    _damage_truncate(sorted(store.path.glob("*.npy"))[0])
+    assert "unreadable" in store_damage(store.path)
+
+
+def test_nan_activations_are_one_line(tmp_path):
+    model = tiny_model("llama", vocab_size=len(TOK))
+    with torch.no_grad():
+        model.model.layers[0].mlp.down_proj.weight.fill_(float("nan"))
+    with pytest.raises(RsearchError) as e:
+        _store(model, tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and "not finite" in msg and "blocks.1.hook_resid_post" in msg, msg
+    assert not (next(tmp_path.iterdir()) / "complete.json").exists()
+
+
+def test_save_probe_refuses_nan_weights(tmp_path):
+    for name in ("weight", "mean", "std"):
+        probe = make_probe("linear", 8)
+        with torch.no_grad():
+            getattr(probe, name)[3] = float("nan") if name != "std" else float("inf")
+        path = tmp_path / f"p-{name}.safetensors"
+        with pytest.raises(RsearchError) as e:
+            save_probe(path, probe, {"hook": "0.resid_pre", "position": "-1"})
+        assert "\n" not in str(e.value) and str(path) in str(e.value) and name in str(e.value)
+        assert not path.exists() and not list(tmp_path.iterdir())
