@@ -109,3 +109,73 @@ def test_save_probe_refuses_nan_weights(tmp_path):
             save_probe(path, probe, {"hook": "0.resid_pre", "position": "-1"})
         assert "\n" not in str(e.value) and str(path) in str(e.value) and name in str(e.value)
         assert not path.exists() and not list(tmp_path.iterdir())
+
+
+# ----- the organism cache -----
+
+@pytest.fixture
+def organism_copy(tiny_organism, tmp_path, monkeypatch):
+    """The tiny organism copied into a fresh RSEARCH_HOME, its card given the manifest a build now records; a
+    rebuild is stubbed (recorded, not run: a real one takes minutes on a busy machine)."""
+    from rsearch.organism import build as B
+    from rsearch.organism import default_dir
+
+    monkeypatch.setenv("RSEARCH_HOME", str(tmp_path / "home"))
+    root = default_dir("tiny", 0)
+    shutil.copytree(tiny_organism.root, root)
+    card = dict(tiny_organism.card)
+    card.pop("files", None)
+    B.record_files(root, card)
+    rebuilt = []
+    monkeypatch.setattr(B, "build", lambda cfg, out, progress=True: rebuilt.append(out) or "rebuilt")
+    return root, rebuilt
+
+
+def test_intact_organism_copy_is_reused(organism_copy):
+    from rsearch.organism import ensure
+
+    root, rebuilt = organism_copy
+    assert set(ensure("tiny", seed=0, progress=False).card["files"]) >= {
+        "pre/model.safetensors", "post/model.safetensors", "post/config.json", "pre/tokenizer.json",
+        "data/train_prefs.jsonl", "data/test_prefs.jsonl"}
+    assert not rebuilt
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "overwritten"])
+def test_damaged_organism_is_not_reported_complete(organism_copy, caplog, damage):
+    from rsearch.organism import Organism, ensure
+
+    root, rebuilt = organism_copy
+    victim = root / ("post/model.safetensors" if damage != "overwritten" else "data/test_prefs.jsonl")
+    if damage == "deleted":
+        victim.unlink()
+    elif damage == "truncated":
+        with open(victim, "r+b") as f:
+            f.truncate(victim.stat().st_size // 2)
+    else:
+        text = victim.read_bytes()
+        victim.write_bytes(text[:100] + (b"x" if text[100:101] != b"x" else b"y") + text[101:])
+    if damage != "overwritten":  # Organism.at checks sizes only (a stat per file)
+        with pytest.raises(RsearchError) as e:
+            Organism.at(root)
+        assert "\n" not in str(e.value) and "post/model.safetensors" in str(e.value)
+    with caplog.at_level(logging.WARNING, logger="rsearch.organism"):
+        assert ensure("tiny", seed=0, progress=False) == "rebuilt"
+    assert rebuilt == [root]
+    lines = [r.getMessage() for r in caplog.records if r.name == "rsearch.organism"]
+    assert len(lines) == 1 and str(victim.relative_to(root)) in lines[0] and "rebuilding" in lines[0]
+
+
+def test_organism_card_without_manifest_is_trusted(organism_copy):
+    """Caches built before cards held the manifest are used as before, not all rebuilt at once."""
+    import json
+
+    from rsearch.organism import Organism, ensure
+
+    root, rebuilt = organism_copy
+    card = json.loads((root / "card.json").read_text())
+    del card["files"]
+    (root / "card.json").write_text(json.dumps(card))
+    (root / "data" / "sft.jsonl").unlink()
+    assert ensure("tiny", seed=0, progress=False).root == root and not rebuilt
+    assert Organism.at(root).card == card
