@@ -179,3 +179,34 @@ def test_organism_card_without_manifest_is_trusted(organism_copy):
     (root / "data" / "sft.jsonl").unlink()
     assert ensure("tiny", seed=0, progress=False).root == root and not rebuilt
     assert Organism.at(root).card == card
+
+
+def test_build_records_the_manifest_and_a_damaged_build_is_rebuilt(tmp_path, monkeypatch):
+    """The whole path with the training stubbed: build records every file, a deleted file brings it back."""
+    import json
+
+    from rsearch.organism import build as B
+    from rsearch.organism.config import OrganismConfig
+
+    builds = []
+
+    def fake_build(cfg, root, progress):
+        builds.append(root)
+        for rel in ("pre/model.safetensors", "post/model.safetensors", "post/config.json", "data/test_prefs.jsonl"):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(rel.encode() * 50)
+        card = {"version": B.BUILD_VERSION, "build_seconds": 0.0, "config": cfg.to_dict()}
+        (root / "card.json").write_text(json.dumps(card))
+        return card
+
+    monkeypatch.setattr(B, "_build_into", fake_build)
+    cfg, root = OrganismConfig.preset("tiny", 0), tmp_path / "org"
+    org = B.build_or_load(cfg, root, progress=False)
+    assert sorted(org.card["files"]) == ["data/test_prefs.jsonl", "post/config.json", "post/model.safetensors",
+                                         "pre/model.safetensors"]
+    assert org.card["files"]["post/config.json"]["size"] == len(b"post/config.json") * 50
+    assert B.build_or_load(cfg, root, progress=False).card == org.card and len(builds) == 1
+    (root / "post" / "model.safetensors").unlink()
+    again = B.build_or_load(cfg, root, progress=False)
+    assert len(builds) == 2 and (root / "post" / "model.safetensors").is_file() and again.card == org.card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["org"]
