@@ -234,7 +234,7 @@ def store_damage(path: Path) -> str | None:
 
     Every entry: meta.json readable and each array there with its shape and dtype (a stat and a header read).
     A finished entry also: each array's size and sha256 as complete.json recorded them. Hashing reads the whole
-    entry once per reuse, about 1-2 GB/s on one core: nothing on CPU runs, ~10-20 s for a 20 GB sweep store,
+    entry once per reuse, about 1-2 GB/s on one core: milliseconds for CPU runs, ~10-20 s for a 20 GB sweep store,
     still small beside extracting it again. Entries finished before complete.json held the manifest get only
     the first check (trusted as before)."""
     try:
