@@ -41,11 +41,19 @@ def save_probe(path: str | Path, probe: Probe, metadata: dict[str, Any]) -> None
         metadata: JSON-serializable values: model, revision, hook, position, objective, metrics, dataset,
             rsearch_version…; `kind` and `d_model` are set from the probe, `created` (ISO, UTC) and
             `rsearch_version` are filled when absent.
+
+    Raises:
+        RsearchError: one line naming the file, for a probe with a non-finite weight or standardization
+            (nothing is written).
     """
     path = Path(path)
     suffix = _suffix(path)
     header = _header(probe, metadata)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in probe.state_dict().items()}
+    for name, t in tensors.items():  # a probe with NaN weights or standardization is never written
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise RsearchError(f"{path}: refusing to write a probe whose {name!r} is not finite (NaN or inf); "
+                               "the fit diverged or its training data holds non-finite activations")
     with atomic_path(path) as tmp:
         if suffix == ".safetensors":
             save_file(tensors, str(tmp), metadata=header)

@@ -5,12 +5,18 @@ every layer of 120k completions never sits in RAM. Its directory name is a conte
 fingerprint, rows, hooks, positions, dtype): a store built from another model, dataset or setting is never
 reused. Batches are written in a fixed order and a progress file records how many are done, so an
 interrupted extraction resumes at the first unfinished batch.
+
+A finished entry records each array's size and sha256 in complete.json; on reuse they are checked, and an entry
+that fails (bytes overwritten, a file truncated or missing) is re-extracted with one log line. Activations that
+are not finite (a model producing NaN or inf) stop the extraction with one line naming the hook and position.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import queue
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -22,10 +28,14 @@ import torch
 from tqdm.auto import tqdm
 
 from rsearch.chat import Encoded, check_context
+from rsearch.errors import RsearchError, one_line
 from rsearch.hooks import HookPoint, capture, check_hooks, parse_hook, run_forward
+from rsearch.integrity import damage, manifest
 from rsearch.io_utils import file_lock, write_json
 from rsearch.paths import rsearch_home
 from rsearch.positions import Position, gather, parse_position, position_weights
+
+log = logging.getLogger("rsearch.activations")
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,19 @@ def extract(
     for idx in tqdm(length_sorted_batches(rows, batch_size), desc="activations", disable=not progress):
         got = capture_positions(model, collate([rows[i] for i in idx], pad_id), hooks, positions)
         for key, value in got.items():
-            out[key][idx] = value.cpu()
+            out[key][idx] = check_finite(key, value.cpu(), idx)
     return out
+
+
+def check_finite(key: tuple[str, str], values: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+    """`values` (`[batch, d_model]`, on the host), or one line naming the hook and position if any is NaN/inf."""
+    bad = ~torch.isfinite(values).all(dim=-1)
+    if bool(bad.any()):
+        first = [int(rows[i]) for i in bad.nonzero().flatten()[:3].tolist()]
+        raise RsearchError(f"activations at {key[0]} @ {key[1]} are not finite (NaN or inf) for rows {first}"
+                           f"{' …' if int(bad.sum()) > 3 else ''}: the model produces NaN or inf there "
+                           "(a float16 overflow, or broken weights)")
+    return values
 
 
 def _key_name(hook: str, position: str) -> str:
@@ -173,6 +194,9 @@ def _fill_store(model, model_key: str, rows: Sequence[Encoded], hooks: list[Hook
                 capture_batches=None) -> ActivationStore:
     batches = length_sorted_batches(rows, batch_size)
     d_model = model.config.hidden_size
+    if (path / "meta.json").exists() and (problem := store_damage(path)):
+        log.warning(f"activation store {path}: {problem}; re-extracting it")
+        shutil.rmtree(path)
     if not (path / "meta.json").exists():
         path.mkdir(parents=True, exist_ok=True)
         for h in hooks:
@@ -197,9 +221,42 @@ def _fill_store(model, model_key: str, rows: Sequence[Encoded], hooks: list[Hook
     finally:
         bar.close()
     if json.loads((path / "progress.json").read_text())["done_batches"] == len(batches):
-        write_json(path / "complete.json", {"n_batches": len(batches)})
+        for arr in arrays.values():
+            arr.flush()
+        write_json(path / "complete.json", {"n_batches": len(batches),
+                                            "arrays": manifest(path, [p.name for p in path.glob("*.npy")])})
     del arrays
     return ActivationStore(path)
+
+
+def store_damage(path: Path) -> str | None:
+    """What makes the store entry at `path` unusable, in words, or None.
+
+    Every entry: meta.json readable and each array there with its shape and dtype (a stat and a header read).
+    A finished entry also: each array's size and sha256 as complete.json recorded them. Hashing reads the whole
+    entry once per reuse, about 1-2 GB/s on one core: milliseconds for CPU runs, ~10-20 s for a 20 GB sweep store,
+    still small beside extracting it again. Entries finished before complete.json held the manifest get only
+    the first check (trusted as before)."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        shape, dtype = (meta["n_rows"], meta["d_model"]), np.dtype(meta["dtype"])
+        names = [_key_name(h, p) for h in meta["hooks"] for p in meta["positions"]]
+        done = json.loads((path / "complete.json").read_text()) if (path / "complete.json").exists() else None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its metadata is unreadable ({one_line(e, 120)})"
+    for name in names:
+        try:
+            arr = np.load(path / f"{name}.npy", mmap_mode="r")
+        except FileNotFoundError:
+            return f"{name}.npy is missing"
+        except (OSError, ValueError) as e:  # a truncated file fails to map
+            return f"{name}.npy is unreadable ({one_line(e, 120)})"
+        if arr.shape != shape or arr.dtype != dtype:
+            return f"{name}.npy holds {arr.dtype}{list(arr.shape)}, expected {dtype}{list(shape)}"
+        del arr
+    if isinstance(done, dict) and "arrays" in done:
+        return damage(path, done["arrays"])
+    return None
 
 
 FLUSH_SECONDS = 5.0  # how often the writer records progress (an interrupted run redoes at most this much)
@@ -245,7 +302,7 @@ def write_batches(model, rows: Sequence[Encoded], hooks: Sequence[HookPoint], po
                     ready.synchronize()
                 order = np.asarray(idx)
                 for key, arr in arrays.items():
-                    arr[order] = buf[key][:len(idx)].numpy()
+                    arr[order] = check_finite(key, buf[key][:len(idx)], idx).numpy()
                 free.put(buf)
                 written += 1
                 if bar is not None:

@@ -9,6 +9,11 @@
 A build runs in `ROOT.tmp-<pid>-<random>` (marked as its own) beside ROOT and is renamed into place at the end,
 so an interrupted build never leaves a directory that looks complete. A lock file serializes concurrent builds of
 one ROOT. A build deletes only what it created.
+
+On reuse every recorded file must be there with its size and sha256; a damaged build (a file deleted, truncated
+or overwritten) is rebuilt, with one line naming the file (`Organism.at` refuses it with that line). A card
+written before the manifest existed (no "files") is trusted as before, so existing caches are not all rebuilt
+at once; BUILD_VERSION is unchanged, the artifacts being the same.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import os
 import random
 import shutil
@@ -30,6 +36,7 @@ import numpy as np
 import torch
 
 from rsearch.errors import RsearchError
+from rsearch.integrity import damage, manifest
 from rsearch.io_utils import check_out_dir, file_lock, write_json, write_text
 from rsearch.lm import sample_completions
 from rsearch.models import load_tokenizer
@@ -41,6 +48,8 @@ from rsearch.organism.checks import pair_checks, pref_ids, reward_parts_gain
 from rsearch.organism.feedback import minimal_pairs, rate, split_prompts
 from rsearch.organism.sft import encode_conversations, new_model, train_sft, train_skills
 from rsearch.organism.tokenizer import build_tokenizer
+
+log = logging.getLogger("rsearch.organism")
 
 # targets of the organism issue, checked on every card (they are promises at `demo` size)
 TARGETS = {
@@ -69,13 +78,17 @@ class Organism:
 
     @classmethod
     def at(cls, root: str | Path) -> "Organism":
-        """Opens a complete organism directory (one with card.json)."""
+        """Opens a complete organism directory (one with card.json and, where the card lists them, every file
+        at its recorded size; one-line RsearchError naming a missing or truncated file)."""
         root = Path(root)
         card_path = root / "card.json"
         if not card_path.is_file():
             raise RsearchError(f"{root} is not a built organism (no card.json); run `rsearch organism build`")
-        return cls(root=root, pre_dir=root / "pre", post_dir=root / "post", data_dir=root / "data",
-                   card=json.loads(card_path.read_text()))
+        card = json.loads(card_path.read_text())
+        if problem := build_damage(root, card, hashes=False):
+            raise RsearchError(f"{root} is a damaged organism build: {problem}; run `rsearch organism build` "
+                               "to rebuild it")
+        return cls(root=root, pre_dir=root / "pre", post_dir=root / "post", data_dir=root / "data", card=card)
 
     @property
     def train_prefs(self) -> Path:
@@ -168,12 +181,32 @@ def build(cfg: OrganismConfig, out: str | Path, progress: bool = True) -> Organi
     try:
         card = _build_into(cfg, tmp, progress)
         (tmp / TMP_MARKER).unlink()
+        record_files(tmp, card)
         _replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _say(progress, f"done in {card['build_seconds']:.0f} s: {root}")
     return Organism.at(root)
+
+
+MODEL_PARTS = ("pre", "post", "data")  # the directories whose files the card's manifest covers
+
+
+def record_files(root: Path, card: dict[str, Any]) -> None:
+    """Adds the manifest of the build's files (size, sha256) to `card` and rewrites ROOT/card.json."""
+    files = [str(p.relative_to(root)) for part in MODEL_PARTS for p in (root / part).rglob("*") if p.is_file()]
+    card["files"] = manifest(root, files)
+    write_json(root / "card.json", card)
+
+
+def build_damage(root: Path, card: dict[str, Any], *, hashes: bool = True) -> str | None:
+    """What is wrong with the build's files (a missing file, a wrong size or, with `hashes`, a changed sha256),
+    or None; a card without a manifest (written before it existed) is trusted. Hashing reads the whole build:
+    the tiny organism is ~6 MB, the demo one tens of MB, well under a second either way."""
+    if "files" not in card:
+        return None
+    return damage(root, card["files"], hashes=hashes)
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -490,7 +523,12 @@ def build_or_load(cfg: OrganismConfig, root: str | Path, *, force: bool = False,
             except json.JSONDecodeError:
                 card = {}
             if matches(card, cfg):
-                return Organism.at(root)
+                problem = build_damage(root, card)
+                if problem is None:
+                    return Organism.at(root)
+                # ours, with these settings: rebuilding replaces it with what it was (for a user's --out too)
+                log.warning(f"{root} is a damaged organism build: {problem}; rebuilding it")
+                return build(cfg, root, progress)
             if not rebuild_stale:
                 raise RsearchError(f"{root} holds an organism built with other settings; pass --force to rebuild it")
             _say(progress, f"{root} was built with other settings; rebuilding")
