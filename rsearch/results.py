@@ -243,21 +243,13 @@ class SplitMetrics(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TestMetrics(Record):
-    """A probe's metrics on the test split, with the truth and minimal-pair checks where the rater is known. (In
-    SweepResult.rows[].test.)"""
-    n: float | None = ABSENT
-    n_pairs: float | None = ABSENT
-    loss: float | None = ABSENT
+class HeldOutMetrics(SplitMetrics):
+    """A probe's metrics on the test split: a split's, the r with the user_end target and, where the rater is known,
+    the truth and minimal-pair checks. (In SweepResult.rows[].test.)"""
     r: float | None = ABSENT
     r_lo: float | None = ABSENT
     r_hi: float | None = ABSENT
     within_task_r: float | None = ABSENT
-    pairwise_acc: float | None = ABSENT
-    pairwise_acc_lo: float | None = ABSENT
-    pairwise_acc_hi: float | None = ABSENT
-    pearson: float | None = ABSENT
-    spearman: float | None = ABSENT
     truth_acc: float | None = ABSENT
     truth_n: int | None = ABSENT
     minimal_acc: float | None = ABSENT
@@ -322,7 +314,7 @@ class ProbeCell(Record):
     seconds: float | None = ABSENT
     path: str | None = ABSENT
     val: SplitMetrics | None = ABSENT
-    test: TestMetrics | None = ABSENT
+    test: HeldOutMetrics | None = ABSENT
     length_control: SplitMetrics | None = ABSENT
     shuffled_control: SplitMetrics | None = ABSENT
     vs_baselines: dict[str, VersusBaseline] = ABSENT
