@@ -39,7 +39,7 @@ class Record:
         return _build(cls, data, where or cls.__name__)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(v) for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not ABSENT}
+        return {f.name: plain(v) for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not ABSENT}
 
     # ----- read like a mapping -----
 
@@ -72,19 +72,15 @@ def _names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Records (at any depth) as the plain JSON-able dicts they were built from."""
     if isinstance(value, Record):
         return value.to_dict()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
-
-
-def plain(value: Any) -> Any:
-    """Records (at any depth) as the plain JSON-able dicts they were built from."""
-    return _plain(value)
 
 
 def _build(cls: type[T], data: Any, where: str) -> T:
@@ -103,11 +99,12 @@ def _build(cls: type[T], data: Any, where: str) -> T:
             if f.default is ABSENT:
                 continue
             raise RsearchError(f"{where}: missing key {name!r} for {cls.__name__}")
-        kwargs[name] = _value(hints[name], data[name], f"{where}.{name}")
+        kwargs[name] = coerce(hints[name], data[name], f"{where}.{name}")
     return cls(**kwargs)
 
 
-def _value(hint: Any, value: Any, where: str) -> Any:
+def coerce(hint: Any, value: Any, where: str) -> Any:
+    """`value` as type `hint` says (records built, numbers and strings checked); one-line errors name `where`."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
@@ -117,19 +114,19 @@ def _value(hint: Any, value: Any, where: str) -> Any:
         errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _value(arg, value, where)
+                return coerce(arg, value, where)
             except RsearchError as e:
                 errors.append(str(e))
         raise RsearchError(errors[0] if errors else f"{where}: null is not allowed here")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise RsearchError(f"{where}: expected a list, got {type(value).__name__}")
-        return [_value(args[0] if args else Any, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [coerce(args[0] if args else Any, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise RsearchError(f"{where}: expected a mapping, got {type(value).__name__}")
         inner = args[1] if len(args) == 2 else Any
-        return {k: _value(inner, v, f"{where}.{k}") for k, v in value.items()}
+        return {k: coerce(inner, v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(hint, type) and issubclass(hint, Record):
         return _build(hint, value, where)
     if hint is float:

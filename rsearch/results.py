@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from rsearch.errors import RsearchError
 from rsearch.io_utils import write_json
-from rsearch.record import ABSENT, Record, _value
+from rsearch.record import ABSENT, Record, coerce
 
 R = TypeVar("R", bound="StageResult")
 
@@ -395,9 +395,10 @@ class StageResult(Record):
 
     def __post_init__(self) -> None:
         # built directly (not from JSON): nested mappings become their records, checked the same way
-        hints = _hints(type(self))
+        hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            object.__setattr__(self, f.name, _value(hints[f.name], getattr(self, f.name), f"{type(self).__name__}.{f.name}"))
+            where = f"{type(self).__name__}.{f.name}"
+            object.__setattr__(self, f.name, coerce(hints[f.name], getattr(self, f.name), where))
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any], *, where: str = "") -> R:
@@ -416,9 +417,6 @@ class StageResult(Record):
         write_json(Path(directory) / self.FILE, self.to_dict())
         return self.FILE
 
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -74,7 +74,7 @@ def check_strategy(strategy: str | type[Strategy], scorer: ProbeScorer, *, optio
     again = Searcher(scorer, cls, budget, options=options, target=target, seed=seed).optimize(prefix)
     assert again == result, f"{cls.name} is not reproducible with the same seed"
     made = make_strategy(strategy, options) if isinstance(strategy, str) else cls(options)
-    clone = pickle.loads(pickle.dumps(made))
+    clone = pickle.loads(pickle.dumps(made))  # its own bytes, in memory: the trip a strategy makes to a Ray worker
     assert type(clone) is type(made) and clone.config == made.config, "the pickle round trip changed the strategy"
     runs = [Searcher(scorer, x, budget, target=target, seed=3).optimize(prefix) for x in (made, clone)]
     assert runs[0] == runs[1], "a pickled copy searches differently"
