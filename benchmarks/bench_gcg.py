@@ -1,6 +1,8 @@
 """GCG step throughput — candidates scored per second — rsearch's `gcg` against nanoGCG 0.3.0.
 
-Same model, same search width, top-k and suffix length, same initial suffix. nanoGCG minimizes the
+Same model, same search width, top-k and suffix length, same initial suffix. rsearch runs the tokens every
+candidate shares (system message, template, prefix) once per step (`rsearch.prefix_cache`); a row without that
+shows what it saves. nanoGCG minimizes the
 cross-entropy of a target answer (a forward through every layer and the LM head per candidate); rsearch
 maximizes a probe's score, stopping each candidate's forward at the probe's hook. Both steps include the token
 gradient. rsearch is timed with the probe at a middle layer and with a probe at the last layer's output
@@ -53,7 +55,7 @@ def random_model(shape: str, device: str, dtype: str):
     return model, tokenizer
 
 
-def our_throughput(model, tokenizer, hook: str, args) -> dict:
+def our_throughput(model, tokenizer, hook: str, args, share_prefix: bool = True) -> dict:
     from rsearch.probes import make_probe
     from rsearch.scorer import ProbeScorer
     from rsearch.searcher import Searcher
@@ -63,6 +65,7 @@ def our_throughput(model, tokenizer, hook: str, args) -> dict:
         probe.weight.copy_(torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0)))
     scorer = ProbeScorer(probe, model, tokenizer, metadata={"hook": hook, "position": "-1"},
                          batch_size=args.batch_size or args.search_width)
+    scorer.share_prefix = share_prefix
     options = {"n_tokens": args.n_tokens, "search_width": args.search_width, "topk": args.topk,
                "init": args.init}
     Searcher(scorer, "gcg", 1 + args.search_width, options=options).optimize(args.prompt)  # warm-up step
@@ -106,7 +109,8 @@ def nanogcg_throughput(model, tokenizer, args, prefix_cache: bool) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", help="HF model dir (default: the organism's post-RL model)")
+    p.add_argument("--model", help="HF model dir, .gguf or short name such as smollm2-135m-instruct (default: the "
+                   "organism's post-RL model)")
     p.add_argument("--organism-size", default="demo")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--search-width", type=int, default=128)
@@ -148,6 +152,7 @@ def main() -> int:
     rows = {}
     rows["rsearch gcg, probe @ " + mid] = our_throughput(model, tokenizer, mid, args)
     rows["rsearch gcg, probe @ " + last] = our_throughput(model, tokenizer, last, args)
+    rows["rsearch gcg, probe @ " + mid + ", no shared prefix"] = our_throughput(model, tokenizer, mid, args, False)
     notes = {}
     try:
         import nanogcg  # noqa: F401
@@ -160,9 +165,9 @@ def main() -> int:
     except ImportError:
         notes["nanogcg"] = "not installed: pip install --no-deps --target DIR nanogcg==0.3.0; pass --nanogcg-path DIR"
 
-    print(f"{'run':<52}{'candidates':>11}{'seconds':>9}{'cand/s':>9}")
+    print(f"{'run':<66}{'candidates':>11}{'seconds':>9}{'cand/s':>9}")
     for name, r in rows.items():
-        print(f"{name:<52}{r['candidates']:>11}{r['seconds']:>9.2f}{r['per_s']:>9.1f}")
+        print(f"{name:<66}{r['candidates']:>11}{r['seconds']:>9.2f}{r['per_s']:>9.1f}")
     for k, v in notes.items():
         print(f"note: {k}: {v}")
     ref = rows.get("nanoGCG 0.3.0 (use_prefix_cache=False)")
@@ -173,6 +178,8 @@ def main() -> int:
         cached = rows.get("nanoGCG 0.3.0 (use_prefix_cache=True)")
         if cached:
             ratios["mid_layer_vs_nanogcg_cached"] = round(rows["rsearch gcg, probe @ " + mid]["per_s"] / cached["per_s"], 3)
+    ratios["shared_prefix_speedup"] = round(rows["rsearch gcg, probe @ " + mid]["per_s"]
+                                            / rows["rsearch gcg, probe @ " + mid + ", no shared prefix"]["per_s"], 3)
     ratios["rsearch_mid_cand_per_s"] = round(rows["rsearch gcg, probe @ " + mid]["per_s"], 1)
     ratios["device"] = str(device)
     print(json.dumps(ratios))

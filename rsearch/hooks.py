@@ -139,11 +139,11 @@ def capture(
 
 def run_forward(model: nn.Module, **inputs) -> None:
     """Runs the forward inside a `capture` block, treating the early stop as the normal end."""
-    seq = inputs.get("input_ids", inputs.get("inputs_embeds"))
+    seq = inputs.get("attention_mask", inputs.get("input_ids", inputs.get("inputs_embeds")))
     if seq is not None:
-        check_context(seq.shape[1], model)  # never encode past the model's context
+        check_context(seq.shape[1], model)  # never encode past the model's context (a cached prefix included)
     try:
-        model(**inputs, use_cache=False)
+        model(**{"use_cache": False, **inputs})
     except _StopForward:
         pass
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from rsearch.activations import collate, length_sorted_batches
 from rsearch.chat import Encoded, encode_conversation
 from rsearch.models import load_model
+from rsearch.prefix_cache import cache_kwarg
 
 
 # ----- loading -----
@@ -132,11 +133,6 @@ def truncate_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tenso
     return logits
 
 
-def _cache_kwarg(model) -> str:
-    """The KV-cache argument's name: `cache` in transformers ≥ 5.2x, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 def _vocab_masks(model, vocab: int, allowed: Tensor | None, stop_ids: Sequence[int], draw_on: torch.device
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """(stop ids, additive mask before min_new_tokens (no stop token), additive mask after), masks `[vocab]`."""
@@ -204,7 +200,7 @@ def decode_tokens(model, contexts: Sequence[Sequence[int]], max_new_tokens: int,
     mask = torch.zeros(n, seq + max_new_tokens, dtype=torch.long, device=device)  # [n, seq + max_new]
     mask[:, :seq] = batch.attention_mask.to(device)
     position_ids = batch.position_ids.to(device)  # [n, seq]
-    cache_kw = _cache_kwarg(model)
+    cache_kw = cache_kwarg(model) or "past_key_values"
     cache = _static_cache(model, seq + max_new_tokens) if static else None
     params = inspect.signature(model.forward).parameters
     first_kw = {"logits_to_keep": 1} if last_logits_only and "logits_to_keep" in params else {}

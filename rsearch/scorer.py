@@ -25,6 +25,7 @@ from rsearch.hooks import HookPoint, capture, n_layers, parse_hook, run_forward
 from rsearch.lm import sequence_logprobs, span_logprobs
 from rsearch.models import load_model
 from rsearch.positions import Position, gather, parse_position, position_weights
+from rsearch.prefix_cache import PrefixCache, cache_kwarg, shared_length
 from rsearch.probes import load_probe
 from rsearch.targets import Target, allowed_token_mask, make_target
 
@@ -98,6 +99,9 @@ class ProbeScorer:
         self.batch_size = int(batch_size)
         self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
         self._allowed: Tensor | None = None
+        # rows that open alike (a search's candidates, a template's system message) share one prefix forward;
+        # off for models without a transformers cache, and for a caller that edits the residual per position
+        self.share_prefix = cache_kwarg(model) is not None
 
     @classmethod
     def from_file(cls, path: str | Path, model=None, tokenizer=None, **kwargs) -> "ProbeScorer":
@@ -137,20 +141,29 @@ class ProbeScorer:
         pos = parse_position(position) if position is not None else self.position
         probe_out = torch.empty(len(rows))
         lp_out = torch.empty(len(rows)) if spans is not None else None
+        if not rows:
+            return Scores(probe_out, lp_out)
+        everything = collate(rows, self.pad_id)
+        shared = shared_length(rows, position_weights([pos], rows, everything.input_ids.shape[1],
+                                                      everything.left_pad), spans) if self.share_prefix else 0
+        prefix = PrefixCache(self.model, rows[0].ids[:shared]) if shared else None
         # not lm.sequence_logprobs: one forward reads both the probe's activations and the logits
         for idx in length_sorted_batches(rows, self.batch_size):
             batch = collate([rows[i] for i in idx], self.pad_id)
-            weights = position_weights([pos], batch.rows, batch.input_ids.shape[1], batch.left_pad)
+            weights = position_weights([pos], batch.rows, batch.input_ids.shape[1], batch.left_pad)[..., shared:]
             inputs = batch.model_inputs(self.device)
+            if prefix is not None:
+                inputs = prefix.inputs(inputs)  # the tokens after the shared prefix: [batch, seq - shared]
             with capture(self.model, [self.hook], reduce=lambda h: gather(weights, h)[0],
                          stop_early=spans is None) as acts:
                 if spans is None:
                     run_forward(self.model, **inputs)
                 else:
-                    logits = self.model(**inputs, use_cache=False).logits  # [batch, seq, vocab]
+                    logits = self.model(**{"use_cache": False, **inputs}).logits  # [batch, seq - shared, vocab]
             probe_out[idx] = self.probe(acts[self.hook.name]).float().cpu()
             if spans is not None:
-                lp_out[idx] = span_logprobs(logits, inputs["input_ids"], [spans[i] for i in idx], mean=True).cpu()
+                lp_out[idx] = span_logprobs(logits, inputs["input_ids"], [(a - shared, b - shared) for a, b in (
+                    spans[i] for i in idx)], mean=True).cpu()
         return Scores(probe_out, lp_out)
 
     def score_texts(self, prompts: Sequence[str], completions: Sequence[str] | None = None,

@@ -283,3 +283,23 @@ def test_bad_probes_are_refused_with_one_line(tiny_search, tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(RsearchError, match="hook"):
         ProbeScorer(make_probe("linear", 32), tiny_model("llama"), tiny_tokenizer(), metadata={})
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("position", ["user_end", "-1"])
+def test_a_shared_prefix_is_run_once_and_changes_no_score(arch, position):
+    s = make_scorer(arch, position=position)
+    t = s.target("prompt", "what is two plus", position=position)
+    spans = [(5, 6, 7), (8,), (9, 10, 11, 12)]
+    rows = [t.row(span) for span in spans]
+    ranges = [t.span_range(span) for span in spans]
+    calls = []
+    handle = s.model.get_input_embeddings().register_forward_hook(lambda m, a, out: calls.append(a[0].shape))
+    shared = s.score_rows(rows, spans=ranges)
+    handle.remove()
+    s.share_prefix = False
+    whole = s.score_rows(rows, spans=ranges)
+    torch.testing.assert_close(shared.probe, whole.probe, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shared.logprob, whole.logprob, atol=1e-5, rtol=1e-5)
+    prefix = len(t.prefix_ids) - 1  # the span's first token is predicted from the prefix's last
+    assert calls[0] == (1, prefix) and all(c[1] <= max(len(r) for r in rows) - prefix + 1 for c in calls[1:])
