@@ -1,12 +1,12 @@
 """GCG step throughput — candidates scored per second — rsearch's `gcg` against nanoGCG 0.3.0.
 
-Same model, same search width, top-k and suffix length, same initial suffix. rsearch runs the tokens every
-candidate shares (system message, template, prefix) once per step (`rsearch.prefix_cache`); a row without that
-shows what it saves. nanoGCG minimizes the
-cross-entropy of a target answer (a forward through every layer and the LM head per candidate); rsearch
-maximizes a probe's score, stopping each candidate's forward at the probe's hook. Both steps include the token
-gradient. rsearch is timed with the probe at a middle layer and with a probe at the last layer's output
-(no early exit, only the LM head saved).
+Same model, same search width, top-k and suffix length, same initial suffix; both steps include the token
+gradient. nanoGCG minimizes the cross-entropy of a target answer (a forward through every layer and the LM head
+per candidate). rsearch maximizes a probe's score plus λ × the span's mean log-prob (its default objective: a
+forward to the LM head per candidate) or, with λ = 0, the probe's score alone (each candidate's forward stops at
+the probe's hook); it is timed with the probe at a middle layer and at the last layer's output. rsearch runs the
+tokens every candidate shares (system message, template, prefix) once per step (`rsearch.prefix_cache`); a row
+without that shows what it saves.
 
 nanoGCG pins transformers ≤ 4.47, so it is not a dependency: install it aside, without its dependencies,
 
@@ -55,7 +55,7 @@ def random_model(shape: str, device: str, dtype: str):
     return model, tokenizer
 
 
-def our_throughput(model, tokenizer, hook: str, args, share_prefix: bool = True) -> dict:
+def our_throughput(model, tokenizer, hook: str, args, share_prefix: bool = True, fluency: bool = True) -> dict:
     from rsearch.probes import make_probe
     from rsearch.scorer import ProbeScorer
     from rsearch.searcher import Searcher
@@ -68,10 +68,11 @@ def our_throughput(model, tokenizer, hook: str, args, share_prefix: bool = True)
     scorer.share_prefix = share_prefix
     options = {"n_tokens": args.n_tokens, "search_width": args.search_width, "topk": args.topk,
                "init": args.init}
-    Searcher(scorer, "gcg", 1 + args.search_width, options=options).optimize(args.prompt)  # warm-up step
-    budget = 1 + args.steps * args.search_width
+    objective = None if fluency else {"logprob_weight": 0.0}
+    Searcher(scorer, "gcg", 1 + args.search_width, options=options, objective=objective).optimize(args.prompt)
+    budget = 1 + args.steps * args.search_width  # after a warm-up step, above
     t0 = time.perf_counter()
-    r = Searcher(scorer, "gcg", budget, options=options).optimize(args.prompt)
+    r = Searcher(scorer, "gcg", budget, options=options, objective=objective).optimize(args.prompt)
     dt = time.perf_counter() - t0
     return {"candidates": r.evaluations, "seconds": dt, "per_s": r.evaluations / dt}
 
@@ -153,6 +154,8 @@ def main() -> int:
     rows["rsearch gcg, probe @ " + mid] = our_throughput(model, tokenizer, mid, args)
     rows["rsearch gcg, probe @ " + last] = our_throughput(model, tokenizer, last, args)
     rows["rsearch gcg, probe @ " + mid + ", no shared prefix"] = our_throughput(model, tokenizer, mid, args, False)
+    rows["rsearch gcg, probe @ " + mid + ", probe only (λ = 0)"] = our_throughput(model, tokenizer, mid, args,
+                                                                               fluency=False)
     notes = {}
     try:
         import nanogcg  # noqa: F401
@@ -178,6 +181,9 @@ def main() -> int:
         cached = rows.get("nanoGCG 0.3.0 (use_prefix_cache=True)")
         if cached:
             ratios["mid_layer_vs_nanogcg_cached"] = round(rows["rsearch gcg, probe @ " + mid]["per_s"] / cached["per_s"], 3)
+    if ref:
+        ratios["mid_layer_probe_only_vs_nanogcg"] = round(
+            rows["rsearch gcg, probe @ " + mid + ", probe only (λ = 0)"]["per_s"] / ref["per_s"], 3)
     ratios["shared_prefix_speedup"] = round(rows["rsearch gcg, probe @ " + mid]["per_s"]
                                             / rows["rsearch gcg, probe @ " + mid + ", no shared prefix"]["per_s"], 3)
     ratios["rsearch_mid_cand_per_s"] = round(rows["rsearch gcg, probe @ " + mid]["per_s"], 1)
