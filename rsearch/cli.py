@@ -22,6 +22,8 @@ COMMANDS = {
     "rate": ("rsearch.jobs.rate", "re-rate a feedback dataset with another rater (reward model or callable)"),
     "feedback": ("rsearch.jobs.feedback", "build a feedback dataset: sample k answers per prompt, rate, pair best "
                  "against worst"),
+    "train-policy": ("rsearch.jobs.train_policy", "make a post-RL model: DPO, IPO or SFT of a chat model on feedback "
+                     "data (TRL)"),
     "steer": ("rsearch.jobs.steer", "steer along the probe direction, patch between the models: is it used?"),
 }
 

@@ -1,0 +1,1 @@
+"""Preference training of a chat model on feedback data (`rsearch train-policy`), on TRL."""
