@@ -295,6 +295,10 @@ class ProbeCell(Record):
     test_within_task_r: float | None = ABSENT
     val_pairwise_acc: float | None = ABSENT
     val_pearson: float | None = ABSENT
+    cv: float | None = ABSENT             # the cross-validated score that chose among the cells
+    cv_lo: float | None = ABSENT
+    cv_hi: float | None = ABSENT
+    selected_share: float | None = ABSENT  # share of prompt resamples in which this cell wins
     text_baseline: str | None = ABSENT
     text_acc: float | None = ABSENT
     probe_minus_text: float | None = ABSENT
@@ -418,10 +422,18 @@ class StageResult(Record):
         return self.FILE
 
 
+def selection_score(row) -> float:
+    """A sweep row's score for choosing a cell: its cross-validated score, else its validation metric."""
+    for key in ("cv", "val_pairwise_acc" if row.get("objective") != "regression" else "val_pearson"):
+        v = row.get(key)
+        if v is not None and v == v:
+            return float(v)
+    return float("-inf")
+
 
 @dataclass(frozen=True, kw_only=True)
 class SweepResult(StageResult):
-    """train-probe's metrics.json: every fitted probe's row and the best by validation."""
+    """train-probe's metrics.json: every fitted probe's row and the best (by cross-validation, or validation)."""
 
     FILE = "metrics.json"
     config: dict[str, Any]
@@ -440,11 +452,13 @@ class SweepResult(StageResult):
         return self.config["hook_kind"]
 
     def user_end_probe(self) -> ProbeCell:
-        """The best prompt-only probe (user_end), chosen by validation Pearson r."""
+        """The best prompt-only probe (user_end), chosen by cross-validated Pearson r (validation r in sweeps
+        without cross-validation); the token embeddings (layer 0) only when nothing else was fitted."""
         rows = [r for r in self.rows if r["position"] == "user_end"]
         if not rows:
             raise RsearchError("the sweep has no user_end probe to search with")
-        return max(rows, key=lambda r: (r.get("val_pearson") if r.get("val_pearson") is not None else float("-inf")))
+        rows = [r for r in rows if not r.get("embedding")] or rows
+        return max(rows, key=selection_score)
 
 
 @dataclass(frozen=True, kw_only=True)

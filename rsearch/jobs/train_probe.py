@@ -1,7 +1,9 @@
 """`rsearch train-probe`: probes on residual-stream activations, for one hook point or a layer × position sweep.
 
 One extraction pass (into the resumable activation store) serves every hook × position of a sweep. Each
-probe is fitted on train, chosen by its validation metric, and reported on test next to its two controls
+probe is fitted on train (its fitter's choices made on validation), the best cell chosen by k-fold
+cross-validation over prompts on train + validation (`rsearch.probes.cross_validation`, with how often it wins when
+the prompts are resampled), and reported on test next to its two controls
 (a completion-length predictor and the same probe trained on shuffled labels) and, on the same test pairs, next
 to the baselines of `rsearch.analysis.baselines` — bag of words + bigrams of the completion and of prompt +
 completion (fitted on the same training pairs with the same fitter), the DPO implicit reward (with a pre-RL
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -47,6 +50,7 @@ from rsearch.results import SweepResult
 from rsearch.subjects import resolve_subjects
 from rsearch.raters import check_spec, load_rater
 from rsearch.probes import ProbeData, evaluate, fit_probe, load_probe, predict, save_probe, with_controls
+from rsearch.probes.cross_validation import cv_summary, out_of_fold, selection_frequency
 from rsearch.analysis.baselines import (LABELS, accuracies, against_baselines, logprob_scores, pair_margins,
                                         pair_truth, strongest_text, text_baseline_scores)
 from rsearch.analysis import expected_reward as er
@@ -84,6 +88,8 @@ class TrainProbeConfig(Config):
     train_split: str = setting("train_prefs")
     test_split: str | None = setting("test_prefs")
     val_fraction: float = setting(0.1, help="share of train pairs held out for validation")
+    cv_folds: int = setting(5, help="the best probe is chosen by k-fold cross-validation over prompts (train + "
+                            "validation pooled); 0: by the validation split alone")
     max_train: int | None = setting(None, help="train pairs (default all)")
     max_test: int | None = setting(None, help="test pairs (default all)")
     max_tokens: int = setting(2048, help="longest conversation read (also capped by the model's context)")
@@ -130,6 +136,7 @@ class TrainProbeConfig(Config):
 
     def __post_init__(self) -> None:
         check(0 < self.val_fraction < 0.5, f"val_fraction: must be in (0, 0.5), got {self.val_fraction}")
+        check(self.cv_folds == 0 or self.cv_folds >= 3, f"cv_folds: 0 (off) or at least 3, got {self.cv_folds}")
         check(self.hook_kind in ("resid_pre", "resid_post"), f"hook_kind: unknown {self.hook_kind!r}")
         check(self.store_dtype in ("float32", "float16"), "store_dtype: use float32 or float16")
         check(self.extract_batch_size >= 1, "extract_batch_size: must be at least 1")
@@ -168,6 +175,8 @@ class ProbeRow:
     path: str
     embedding: bool = False                              # layer 0 resid_pre: the token embeddings
     vs_baselines: dict[str, Any] = field(default_factory=dict)  # baseline → accuracy, difference, McNemar p
+    cv: dict[str, Any] = field(default_factory=dict)     # cross-validated score: cv, cv_lo, cv_hi, k, n
+    selected_share: float | None = None                  # share of prompt resamples this cell wins (its family)
 
 
 @dataclass(frozen=True)
@@ -304,6 +313,7 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     del model
 
     table: list[ProbeRow] = []
+    families: dict[str, tuple] = {}  # objective → (groups, target, {cell: out-of-fold values}) for selection
     for hook in hooks:
         for position in positions:
             prompt_only = position.spec in PROMPT_ONLY
@@ -318,6 +328,12 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
             t0 = time.perf_counter()
             probe, _history = fit_probe(cfg.probe_kind, data["train"], data["val"], fit_cfg)
             seconds = time.perf_counter() - t0
+            cv = {}
+            if cfg.cv_folds:
+                pooled, groups, target = _pooled(data, encoded, prompts, objective, prompt_only)
+                oof = out_of_fold(cfg.probe_kind, pooled, groups, fit_cfg, cfg.cv_folds, cfg.seed)
+                cv = cv_summary(oof, target, groups, cfg.cv_folds, cfg.seed)
+                families.setdefault(objective, (groups, target, {}))[2][(hook.name, position.spec)] = oof
             controls = with_controls(cfg.probe_kind, data["train"], data["val"], data["test"], fit_cfg, probe=probe)
             val_metrics = evaluate(probe, data["val"], objective)
             test_metrics = dict(controls["probe"])
@@ -336,8 +352,9 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
             })
             table.append(ProbeRow(hook.name, hook.layer, position.spec, objective, val_metrics, test_metrics,
                                   controls["length"], controls["shuffled"], seconds, str(path),
-                                  embedding=hook.layer == 0 and hook.kind == "resid_pre", vs_baselines=vs))
+                                  embedding=hook.layer == 0 and hook.kind == "resid_pre", vs_baselines=vs, cv=cv))
 
+    table = with_selection_shares(table, families, cfg.seed)
     best = choose_best(table, cfg.objective)
     best_path = out / "best_probe.safetensors"
     with atomic_path(best_path) as tmp:
@@ -351,12 +368,50 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     return TrainProbeResult(tuple(table), best, out, n_pairs, baselines)
 
 
-def choose_best(table: Sequence[ProbeRow], objective: str) -> ProbeRow:
-    """The best probe by its validation metric among those fitted with `objective`, leaving out the token
-    embeddings (layer 0 resid_pre) unless nothing else was fitted."""
+def _score(row: ProbeRow) -> float:
+    """What picks the best cell: its cross-validated score where one was computed, else its validation metric."""
+    if row.cv:
+        return row.cv["cv"] if row.cv["cv"] == row.cv["cv"] else float("-inf")
+    return _selection_metric(row.val, row.objective)
+
+
+def _eligible(table: Sequence[ProbeRow], objective: str) -> list[ProbeRow]:
+    """The cells a best probe is chosen from: those fitted with `objective`, leaving out the token embeddings
+    (layer 0 resid_pre) unless nothing else was fitted."""
     pool = [r for r in table if r.objective == objective] or list(table)
-    pool = [r for r in pool if not r.embedding] or pool
-    return max(pool, key=lambda r: _selection_metric(r.val, r.objective))
+    return [r for r in pool if not r.embedding] or pool
+
+
+def choose_best(table: Sequence[ProbeRow], objective: str) -> ProbeRow:
+    """The best probe by cross-validation (or validation) among the eligible cells."""
+    return max(_eligible(table, objective), key=_score)
+
+
+def with_selection_shares(table: list[ProbeRow], families: dict[str, tuple], seed: int) -> list[ProbeRow]:
+    """The rows with `selected_share`: within each objective's eligible cells, how often each wins when the prompts
+    are resampled (`selection_frequency`); unchanged without cross-validation."""
+    shares: dict[tuple[str, str], float] = {}
+    for objective, (groups, target, oofs) in families.items():
+        keep = {(r.hook, r.position) for r in _eligible([r for r in table if r.objective == objective], objective)}
+        shares.update(selection_frequency({c: v for c, v in oofs.items() if c in keep}, target, groups, seed))
+    return [dataclasses.replace(r, selected_share=shares.get((r.hook, r.position))) for r in table]
+
+
+def _pooled(data: dict[str, ProbeData], encoded, prompts, objective: str, prompt_only: bool):
+    """Train + validation as one ProbeData, each CV unit's prompt (a pair's, a row's or, at user_end, the prompt
+    itself), and the regression target (None for pairwise accuracy)."""
+    tr, va = data["train"], data["val"]
+    n_tr = tr.n
+    pairs = None if tr.pairs is None else torch.cat([tr.pairs, va.pairs + n_tr])
+    pooled = ProbeData(x=torch.cat([tr.x, va.x]), y=torch.cat([tr.y, va.y]), pairs=pairs,
+                       lengths=None if tr.lengths is None else torch.cat([tr.lengths, va.lengths]))
+    if prompt_only:
+        groups = [encoded[n][1][i].prompt_id for n in ("train", "val") for i in prompts[n].pairs]
+    else:
+        per_pair = [p.prompt_id for n in ("train", "val") for p in encoded[n][1]]
+        groups = per_pair if objective != "regression" else [g for g in per_pair for _ in range(2)]
+    target = None if objective != "regression" else pooled.y.double().numpy()
+    return pooled, groups, target
 
 
 # ----- baselines of the pairs (completion positions) -----
@@ -495,7 +550,7 @@ def _safe(spec: str) -> str:
 CSV_COLUMNS = ("hook", "layer", "position", "objective", "embedding", "test_pairwise_acc", "test_pairwise_acc_lo",
                "test_pairwise_acc_hi", "test_truth_acc", "test_minimal_acc", "test_minimal_truth_acc", "test_pearson",
                "test_spearman", "test_auroc", "test_r", "test_r_lo", "test_r_hi", "test_within_task_r",
-               "val_pairwise_acc", "val_pearson", "text_baseline", "text_acc", "probe_minus_text", "p_vs_text",
+               "val_pairwise_acc", "val_pearson", "cv", "cv_lo", "cv_hi", "selected_share", "text_baseline", "text_acc", "probe_minus_text", "p_vs_text",
                "dpo_acc", "p_vs_dpo", "logprob_acc", "p_vs_logprob", "prompt_bow_r", "r_minus_prompt_bow",
                "r_minus_prompt_bow_lo", "r_minus_prompt_bow_hi", "length_pairwise_acc", "length_pearson",
                "shuffled_pairwise_acc", "shuffled_pearson", "seconds", "path")
@@ -512,6 +567,8 @@ def _flat(row: ProbeRow) -> dict[str, Any]:
                                                   "minimal_acc", "minimal_truth_acc", "pearson", "spearman", "auroc",
                                                   "r", "r_lo", "r_hi", "within_task_r")},
         "val_pairwise_acc": row.val.get("pairwise_acc"), "val_pearson": row.val.get("pearson"),
+        "cv": row.cv.get("cv"), "cv_lo": row.cv.get("cv_lo"), "cv_hi": row.cv.get("cv_hi"),
+        "selected_share": row.selected_share,
         "text_baseline": text[0] if text else None, "text_acc": text[1]["acc"] if text else None,
         "probe_minus_text": text[1]["diff"] if text else None, "p_vs_text": text[1]["p"] if text else None,
         "dpo_acc": vs.get("dpo_reward", {}).get("acc"), "p_vs_dpo": vs.get("dpo_reward", {}).get("p"),
@@ -611,8 +668,14 @@ def main(args) -> int:
         rel = ue["reliability"]
         print(f"user_end target: {ue['target']}; split-half reliability {num(rel['reliability']):.3f} (ceiling on r "
               f"{num(rel['ceiling']):.3f}); prompt bag of words r {num(ue['prompt_bow']['r']):.3f}")
-    print(f"best (by validation, token embeddings left out): {b.hook} @ {b.position} → "
-          f"{result.out_dir / 'best_probe.safetensors'}")
+    if b.cv:
+        print(f"best by {b.cv['k']}-fold cross-validation over prompts (train + validation; token embeddings left "
+              f"out): {b.hook} @ {b.position}, CV {'r' if b.objective == 'regression' else 'accuracy'} "
+              f"{num(b.cv['cv']):.3f} [{num(b.cv['cv_lo']):.3f}, {num(b.cv['cv_hi']):.3f}], chosen in "
+              f"{num(b.selected_share):.0%} of prompt resamples → {result.out_dir / 'best_probe.safetensors'}")
+    else:
+        print(f"best (by validation, token embeddings left out): {b.hook} @ {b.position} → "
+              f"{result.out_dir / 'best_probe.safetensors'}")
     if cfg.save:
         print(f"saved the best probe to {cfg.save}")
     print(f"metrics: {result.out_dir / 'metrics.csv'}")

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from rsearch.jobs.train_probe import train_probes
 from rsearch.report.numbers import ci, fmt, fmt_p, fmt_signed
 from rsearch.report.verdicts import verdict
-from rsearch.results import StageResult, SweepResult
+from rsearch.results import StageResult, SweepResult, selection_score
 from rsearch.study.stage import Stage, StudyContext, register_stage
 
 BEST_PROBE = "probes/best_probe.safetensors"  # the best probe's path relative to the run, as later stages' keys name it
@@ -18,7 +18,7 @@ ALPHA = 0.05  # McNemar's test: the level at which a probe "beats" a baseline
 GRID_KEYS = ("layer", "position", "objective", "embedding", "test_pairwise_acc", "test_pairwise_acc_lo",
              "test_pairwise_acc_hi", "test_truth_acc", "test_minimal_acc", "test_minimal_truth_acc", "test_pearson",
              "test_r", "test_r_lo", "test_r_hi", "test_within_task_r", "val_pairwise_acc", "val_pearson",
-             "text_baseline", "text_acc", "probe_minus_text", "p_vs_text", "dpo_acc", "p_vs_dpo", "logprob_acc",
+             "cv", "cv_lo", "cv_hi", "selected_share", "text_baseline", "text_acc", "probe_minus_text", "p_vs_text", "dpo_acc", "p_vs_dpo", "logprob_acc",
              "p_vs_logprob", "prompt_bow_r", "r_minus_prompt_bow", "r_minus_prompt_bow_lo", "r_minus_prompt_bow_hi",
              "length_pairwise_acc", "shuffled_pairwise_acc", "shuffled_pearson")
 
@@ -49,16 +49,18 @@ def q1_numbers(sweep: SweepResult) -> dict[str, Any]:
     grid = [{k: r.get(k) for k in GRID_KEYS} for r in sweep.rows]
     objective = sweep.config.get("objective", "pairwise")
     eligible = [g for g in grid if g["objective"] == objective and not g["embedding"]
-                and g["val_pairwise_acc"] is not None and g["test_pairwise_acc"] is not None]
-    by_val = sorted(eligible, key=lambda g: -g["val_pairwise_acc"])
+                and selection_score(g) > float("-inf") and g["test_pairwise_acc"] is not None]
+    by_score = sorted(eligible, key=lambda g: -selection_score(g))
     best = next((g for g in grid if g["layer"] == sweep.best["layer"] and g["position"] == sweep.best["position"]),
-                None) or (by_val[0] if by_val else {k: sweep.best.get(k) for k in GRID_KEYS})
+                None) or (by_score[0] if by_score else {k: sweep.best.get(k) for k in GRID_KEYS})
     pairs = sweep.baselines.get("pairs") or {}
+    folds = sweep.config.get("cv_folds") or 0
     q1: dict[str, Any] = {
         "best": best, "n_test_pairs": int(sweep.n_pairs.get("test", 0)), "grid": grid,
-        "selection": {"by": "validation pairwise accuracy", "n_cells": len(eligible),
-                      "n_embedding_cells": sum(1 for g in grid if g["embedding"])},
-        "top": by_val[:3], "baselines": pairs.get("scores", {}), "baseline_labels": pairs.get("labels", {}),
+        "selection": {"by": (f"{folds}-fold cross-validation over prompts (train + validation)" if folds and
+                             best.get("cv") is not None else "validation pairwise accuracy"),
+                      "n_cells": len(eligible), "n_embedding_cells": sum(1 for g in grid if g["embedding"])},
+        "top": by_score[:3], "baselines": pairs.get("scores", {}), "baseline_labels": pairs.get("labels", {}),
         "truth_known": pairs.get("truth_known", False), "minimal_known": pairs.get("minimal_known", False),
         "alpha": ALPHA,
     }
@@ -67,10 +69,11 @@ def q1_numbers(sweep: SweepResult) -> dict[str, Any]:
     q1["vs_logprob"] = versus(best.get("test_pairwise_acc"), best.get("logprob_acc"), best.get("p_vs_logprob"))
     q1["verdict"] = q1_verdict(best.get("test_pairwise_acc_lo"), best.get("test_pairwise_acc_hi"), q1["vs_text"])
 
-    ue_rows = [g for g in grid if g["position"] == "user_end" and not g["embedding"] and g["val_pearson"] is not None]
+    ue_rows = [g for g in grid if g["position"] == "user_end" and not g["embedding"]
+               and selection_score(g) > float("-inf")]
     target = (sweep.baselines.get("user_end") or {})
     if ue_rows and target:
-        ue = max(ue_rows, key=lambda g: g["val_pearson"])
+        ue = max(ue_rows, key=selection_score)
         q1["user_end"] = {**ue, "target": target["target"], "k": target["k"], "n_prompts": target["n_prompts"],
                           "reliability": target["reliability"], "prompt_bow": target["prompt_bow"],
                           "task_mean": target["task_mean"], "within_task_prompt_bow": target["within_task_prompt_bow"],
@@ -101,8 +104,13 @@ def answer_q1(q: dict) -> tuple[str, str]:
                              f"baseline was measured, so it cannot be told from the words."),
     }[q["verdict"]]
     sel = q["selection"]
-    text += (f" It was chosen on validation among {fmt(sel['n_cells'])} layer × position cells (the token embeddings, "
-             f"layer 0 resid_pre, left out as a bag of words themselves); its test figure is reported once.")
+    text += (f" It was chosen by {sel['by']} among {fmt(sel['n_cells'])} layer × position cells (the token embeddings, "
+             f"layer 0 resid_pre, left out as a bag of words themselves)"
+             + (f", with CV accuracy {fmt(b['cv'])} {ci(b['cv_lo'], b['cv_hi'])}; it wins "
+                f"{fmt(100 * b['selected_share'])}% of prompt resamples, so the choice is "
+                f"{'clear' if b['selected_share'] >= 0.5 else 'uncertain'}" if b.get("cv") is not None
+                and b.get("selected_share") is not None else "")
+             + "; its test figure is reported once.")
     word = {"above": "above", "below": "below", "tie": "not resolvably different from", None: None}
     if q["vs_dpo"] is not None:
         text += (f" The DPO implicit reward ranks the same pairs at {fmt(b['dpo_acc'])}: the probe is "
@@ -122,7 +130,7 @@ def answer_q1(q: dict) -> tuple[str, str]:
     text += (f" Controls on the same pairs: completion length alone {fmt(b['length_pairwise_acc'])}, the same probe "
              f"trained on shuffled labels {fmt(b['shuffled_pairwise_acc'])}.")
     if q["top"]:
-        text += (" Strongest cells by validation accuracy (their test accuracy; probe − bag of words): " + ", ".join(
+        text += (" Strongest cells by the same rule (their test accuracy; probe − bag of words): " + ", ".join(
             f"layer {fmt(t['layer'])} `{t['position']}` {fmt(t['test_pairwise_acc'])} ({fmt_signed(t['probe_minus_text'])})"
             for t in q["top"]) + ".")
     ue = q["user_end"]
@@ -130,7 +138,7 @@ def answer_q1(q: dict) -> tuple[str, str]:
         rel, bow = ue["reliability"], ue["prompt_bow"]
         r = f"r {fmt(ue['test_r'])} {ci(ue['test_r_lo'], ue['test_r_hi'])}"
         head = (f" At the end of the user's prompt, before any answer token, a regression probe (layer {fmt(ue['layer'])}, "
-                f"by validation among {fmt(ue['n_cells'])} layers) predicts the expected reward of the policy's "
+                f"chosen the same way among {fmt(ue['n_cells'])} layers) predicts the expected reward of the policy's "
                 f"answer — the {ue['target']} — with {r} over {fmt(ue['n_prompts']['test'])} test prompts")
         text += head + ("." if q["user_end_verdict"] == "above" else ", which does not exclude 0.")
         text += (f" That target's split-half reliability is {fmt(rel['reliability'])}, so no predictor can exceed r "
