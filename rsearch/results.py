@@ -299,6 +299,7 @@ class ProbeCell(Record):
     cv_lo: float | None = ABSENT
     cv_hi: float | None = ABSENT
     selected_share: float | None = ABSENT  # share of prompt resamples in which this cell wins
+    note: str | None = ABSENT              # why a number is missing (a constant input or target)
     text_baseline: str | None = ABSENT
     text_acc: float | None = ABSENT
     probe_minus_text: float | None = ABSENT

@@ -51,7 +51,7 @@ def test_a_signal_cell_wins_against_noise_and_copies_split_the_wins():
     assert twins["noise"] < 0.05 and twins["a"] + twins["b"] > 0.95  # ties go to the first: the choice is by order
 
 
-def test_a_sweep_records_cv_scores_and_shares(tmp_path):
+def test_a_sweep_records_cv_scores_shares_and_notes(tmp_path):
     from tiny import feedback_records, save_tiny_model, write_jsonl
 
     save_tiny_model(tmp_path / "model", arch="llama", n_layers=3, d_model=32)
@@ -66,3 +66,7 @@ def test_a_sweep_records_cv_scores_and_shares(tmp_path):
     assert abs(sum(r["selected_share"] for r in pair_cells) - 1) < 1e-9
     assert result.best.cv["cv"] == max(r["cv"] for r in pair_cells) and not result.best.embedding
     assert all(r["selected_share"] is None for r in rows if r["embedding"])
+    # layer 0 at user_end reads one fixed token (the template's last): a note in place of an undefined r
+    (emb_ue,) = [r for r in rows if r["position"] == "user_end" and r["layer"] == 0]
+    assert emb_ue["test_r"] is None and emb_ue["note"].startswith("constant input")
+    assert all(r["note"] is None for r in rows if r["layer"] > 0)

@@ -177,6 +177,7 @@ class ProbeRow:
     vs_baselines: dict[str, Any] = field(default_factory=dict)  # baseline → accuracy, difference, McNemar p
     cv: dict[str, Any] = field(default_factory=dict)     # cross-validated score: cv, cv_lo, cv_hi, k, n
     selected_share: float | None = None                  # share of prompt resamples this cell wins (its family)
+    note: str | None = None                              # why a number is missing (a constant input or target)
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,7 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
             else:
                 data = {name: probe_data(store.tensor(hook, position, list(offsets[name])), encoded[name][1],
                                          encoded[name][0], objective) for name in offsets}
+            note = missing_note(data["train"], objective)
             t0 = time.perf_counter()
             probe, _history = fit_probe(cfg.probe_kind, data["train"], data["val"], fit_cfg)
             seconds = time.perf_counter() - t0
@@ -352,7 +354,7 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
             })
             table.append(ProbeRow(hook.name, hook.layer, position.spec, objective, val_metrics, test_metrics,
                                   controls["length"], controls["shuffled"], seconds, str(path),
-                                  embedding=hook.layer == 0 and hook.kind == "resid_pre", vs_baselines=vs, cv=cv))
+                                  embedding=hook.layer == 0 and hook.kind == "resid_pre", vs_baselines=vs, cv=cv, note=note))
 
     table = with_selection_shares(table, families, cfg.seed)
     best = choose_best(table, cfg.objective)
@@ -366,6 +368,16 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
     if cfg.sweep:
         write_heatmap(out / "heatmap.png", table)
     return TrainProbeResult(tuple(table), best, out, n_pairs, baselines)
+
+
+def missing_note(data: ProbeData, objective: str) -> str | None:
+    """A one-line reason the cell's correlations are undefined, read off its training data, or None."""
+    x = data.x.float()
+    if x.shape[0] > 1 and float((x - x[0]).abs().max()) == 0:
+        return "constant input: every row has the same activation (e.g. one fixed token at layer 0), so r is undefined"
+    if objective == "regression" and data.y.numel() > 1 and float(data.y.std()) == 0:
+        return "constant target: every row has the same value, so r is undefined"
+    return None
 
 
 def _score(row: ProbeRow) -> float:
@@ -550,7 +562,7 @@ def _safe(spec: str) -> str:
 CSV_COLUMNS = ("hook", "layer", "position", "objective", "embedding", "test_pairwise_acc", "test_pairwise_acc_lo",
                "test_pairwise_acc_hi", "test_truth_acc", "test_minimal_acc", "test_minimal_truth_acc", "test_pearson",
                "test_spearman", "test_auroc", "test_r", "test_r_lo", "test_r_hi", "test_within_task_r",
-               "val_pairwise_acc", "val_pearson", "cv", "cv_lo", "cv_hi", "selected_share", "text_baseline", "text_acc", "probe_minus_text", "p_vs_text",
+               "val_pairwise_acc", "val_pearson", "cv", "cv_lo", "cv_hi", "selected_share", "note", "text_baseline", "text_acc", "probe_minus_text", "p_vs_text",
                "dpo_acc", "p_vs_dpo", "logprob_acc", "p_vs_logprob", "prompt_bow_r", "r_minus_prompt_bow",
                "r_minus_prompt_bow_lo", "r_minus_prompt_bow_hi", "length_pairwise_acc", "length_pearson",
                "shuffled_pairwise_acc", "shuffled_pearson", "seconds", "path")
@@ -568,7 +580,7 @@ def _flat(row: ProbeRow) -> dict[str, Any]:
                                                   "r", "r_lo", "r_hi", "within_task_r")},
         "val_pairwise_acc": row.val.get("pairwise_acc"), "val_pearson": row.val.get("pearson"),
         "cv": row.cv.get("cv"), "cv_lo": row.cv.get("cv_lo"), "cv_hi": row.cv.get("cv_hi"),
-        "selected_share": row.selected_share,
+        "selected_share": row.selected_share, "note": row.note,
         "text_baseline": text[0] if text else None, "text_acc": text[1]["acc"] if text else None,
         "probe_minus_text": text[1]["diff"] if text else None, "p_vs_text": text[1]["p"] if text else None,
         "dpo_acc": vs.get("dpo_reward", {}).get("acc"), "p_vs_dpo": vs.get("dpo_reward", {}).get("p"),
@@ -654,15 +666,24 @@ def main(args) -> int:
     nan = float("nan")
     num = lambda v: nan if v is None else v  # noqa: E731
     print(f"pairs: train {result.n_pairs['train']}, val {result.n_pairs['val']}, test {result.n_pairs['test']}")
-    print(f"{'hook':<28}{'position':<22}{'objective':<12}{'test acc [95% CI]':<24}{'pearson':>8}"
+    print(f"{'hook':<28}{'position':<22}{'objective':<12}{'test acc | r [95% CI]':<24}{'pearson':>8}"
           f"{'bow acc':>9}{'p vs bow':>10}{'len acc':>9}{'shuf acc':>9}")
     for r in result.rows:
         f = _flat(r)
-        ci = (f"{num(f['test_pairwise_acc']):.3f} [{num(f['test_pairwise_acc_lo']):.3f}, "
-              f"{num(f['test_pairwise_acc_hi']):.3f}]")
-        print(f"{r.hook:<28}{r.position + (' (emb.)' if r.embedding else ''):<22}{r.objective:<12}{ci:<24}"
-              f"{num(f['test_pearson']):>8.3f}{num(f['text_acc']):>9.3f}{num(f['p_vs_text']):>10.2g}"
-              f"{num(f['length_pairwise_acc']):>9.3f}{num(f['shuffled_pairwise_acc']):>9.3f}")
+        where = f"{r.hook:<28}{r.position + (' (emb.)' if r.embedding else ''):<22}{r.objective:<12}"
+        if r.objective == "regression" and f["test_r"] is None:
+            print(where + (r.note or "r undefined"))
+            continue
+        metric = ("r " if r.objective == "regression" else "") + (
+            f"{num(f['test_r']):.3f} [{num(f['test_r_lo']):.3f}, {num(f['test_r_hi']):.3f}]"
+            if r.objective == "regression" else
+            f"{num(f['test_pairwise_acc']):.3f} [{num(f['test_pairwise_acc_lo']):.3f}, "
+            f"{num(f['test_pairwise_acc_hi']):.3f}]")
+        rest = (f"{num(f['test_pearson']):>8.3f}{num(f['text_acc']):>9.3f}{num(f['p_vs_text']):>10.2g}"
+                f"{num(f['length_pairwise_acc']):>9.3f}{num(f['shuffled_pairwise_acc']):>9.3f}"
+                if r.objective != "regression" else
+                f"{num(f['test_pearson']):>8.3f}   prompt bag of words r {num(f['prompt_bow_r']):.3f}")
+        print(where + f"{metric:<24}" + rest + (f"  ({r.note})" if r.note else ""))
     ue = result.baselines.get("user_end")
     if ue:
         rel = ue["reliability"]

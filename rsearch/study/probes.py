@@ -18,7 +18,8 @@ ALPHA = 0.05  # McNemar's test: the level at which a probe "beats" a baseline
 GRID_KEYS = ("layer", "position", "objective", "embedding", "test_pairwise_acc", "test_pairwise_acc_lo",
              "test_pairwise_acc_hi", "test_truth_acc", "test_minimal_acc", "test_minimal_truth_acc", "test_pearson",
              "test_r", "test_r_lo", "test_r_hi", "test_within_task_r", "val_pairwise_acc", "val_pearson",
-             "cv", "cv_lo", "cv_hi", "selected_share", "text_baseline", "text_acc", "probe_minus_text", "p_vs_text", "dpo_acc", "p_vs_dpo", "logprob_acc",
+             "cv", "cv_lo", "cv_hi", "selected_share", "note", "text_baseline", "text_acc", "probe_minus_text",
+             "p_vs_text", "dpo_acc", "p_vs_dpo", "logprob_acc",
              "p_vs_logprob", "prompt_bow_r", "r_minus_prompt_bow", "r_minus_prompt_bow_lo", "r_minus_prompt_bow_hi",
              "length_pairwise_acc", "shuffled_pairwise_acc", "shuffled_pearson")
 
@@ -164,8 +165,9 @@ def q1_table(q1: dict) -> tuple[list[str], list[list[str]]]:
     for g in q1["grid"]:
         where = f"`{g['position']}`" + (" (token embeddings)" if g["embedding"] else "")
         if g["position"] == "user_end":
-            rows.append([fmt(g["layer"]), where, f"{g['objective']} (expected reward)",
-                         f"r {fmt(g['test_r'])} {ci(g['test_r_lo'], g['test_r_hi'])}", "—", "—",
+            r = (g.get("note") or "r n/a") if g["test_r"] is None else \
+                f"r {fmt(g['test_r'])} {ci(g['test_r_lo'], g['test_r_hi'])}"
+            rows.append([fmt(g["layer"]), where, f"{g['objective']} (expected reward)", r, "—", "—",
                          f"r {fmt(g['prompt_bow_r'])} (prompt)",
                          f"{fmt_signed(g['r_minus_prompt_bow'])} {ci(g['r_minus_prompt_bow_lo'], g['r_minus_prompt_bow_hi'], True)}",
                          "—", "—", "—", "—"])
