@@ -108,10 +108,32 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(subject, tmp_path, mon
     monkeypatch.setattr(tp, "_progress_callback", real)
     card = tp.train_policy(config(subject, killed))
     assert card["resumed"] and card["steps"] == 4 and not (killed / "checkpoints").exists()
+    assert json.loads((killed / "config.json").read_text())["use_cache"]  # training turned it off; sampling needs it
     a, b = weights(whole), weights(killed)
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     # and the weights moved: the comparison is not of two untrained copies
     assert not all(torch.equal(a[k], v) for k, v in weights_of(subject / "model").items() if k in a)
+
+
+def test_a_run_killed_while_evaluating_does_not_train_again(subject, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    real = tp._evaluate
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tp, "_evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        tp.train_policy(config(subject, out))
+    saved = weights(out)
+    monkeypatch.setattr(tp, "_evaluate", real)
+    monkeypatch.setattr(tp, "_train", lambda *a, **k: pytest.fail("trained again"))
+    card = tp.train_policy(config(subject, out))
+    assert card["steps"] == 4 and (out / "card.json").is_file()
+    assert all(torch.equal(saved[k], v) for k, v in weights(out).items())
+    # other settings train anew
+    monkeypatch.undo()
+    assert tp.train_policy(config(subject, out, max_steps=2))["steps"] == 2
 
 
 def weights_of(model_dir):

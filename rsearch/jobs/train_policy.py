@@ -43,7 +43,7 @@ from rsearch.training.preference_rows import dpo_rows, sft_rows
 from rsearch.training.trl_trainers import SCHEMES, TrainerSettings, final_model, preference_trainer, require_trl
 
 log = logging.getLogger("rsearch.train_policy")
-STAMP, CHECKPOINTS = ".train_policy.json", "checkpoints"
+STAMP, CHECKPOINTS, TRAINED = ".train_policy.json", "checkpoints", ".trained.json"
 
 
 @dataclass(frozen=True)
@@ -238,46 +238,61 @@ def _evaluate(cfg: TrainPolicyConfig, post, tokenizer, splits) -> dict[str, Any]
     return result
 
 
+def _train(cfg: TrainPolicyConfig, out: Path, splits, resume: bool) -> dict[str, Any]:
+    """Trains and saves the post-RL model under `out`; returns what the card says of the training."""
+    model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.revision)
+    make = sft_rows if cfg.scheme == "sft" else dpo_rows
+    train, evald = make(tokenizer, splits["train"], cfg.max_length), make(
+        tokenizer, splits["val"][:cfg.eval_pairs], cfg.max_length)
+    if not train.rows:
+        raise RsearchError(f"{cfg.dataset}: no training pair fits --max-length {cfg.max_length} "
+                           f"(dropped: {train.dropped})")
+    use_cpu = resolve_device(cfg.device) == "cpu"
+    trainer = preference_trainer(cfg.trainer_settings(use_cpu), model, tokenizer, train.rows, evald.rows,
+                                 out / CHECKPOINTS, callbacks=[_progress_callback()])
+    log.info(f"{cfg.scheme} on {len(train.rows)} pairs of {cfg.dataset}"
+             + (f" (dropped: {train.dropped})" if train.dropped else "")
+             + (", resuming from the last checkpoint" if resume else ""))
+    t0 = time.perf_counter()
+    outcome = trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.perf_counter() - t0
+    _save_model(final_model(trainer), tokenizer, out)
+    with atomic_path(out / "train_log.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(dict(h)) + "\n" for h in trainer.state.log_history))
+    steps = trainer.state.global_step
+    return {"pairs": {"train": len(train.rows), "val_logged": len(evald.rows), "test": len(splits["test"])},
+            "dropped_train_rows": train.dropped, "steps": steps, "train_seconds_this_run": round(seconds, 1),
+            "seconds_per_step": None if resume else round(seconds / max(1, steps), 3),
+            "train_loss": outcome.training_loss, "resumed": resume}
+
+
 def train_policy(cfg: TrainPolicyConfig) -> dict[str, Any]:
-    """Trains, saves and evaluates (see the module docstring); returns the card."""
+    """Trains, saves and evaluates (see the module docstring); returns the card. A run killed after the model was
+    saved evaluates it again without training."""
     require_trl()
     splits, dropped = checked_inputs(cfg)
     data_hash = dataset_hash(cfg.dataset)
+    identity = _identity(cfg, data_hash)
     with output_dir(cfg.out) as out:
-        resume = _resume_from(out, _identity(cfg, data_hash))
-        model, tokenizer = load_model(cfg.model, cfg.dtype, cfg.device, cfg.revision)
-        make = sft_rows if cfg.scheme == "sft" else dpo_rows
-        train, evald = make(tokenizer, splits["train"], cfg.max_length), make(
-            tokenizer, splits["val"][:cfg.eval_pairs], cfg.max_length)
-        if not train.rows:
-            raise RsearchError(f"{cfg.dataset}: no training pair fits --max-length {cfg.max_length} "
-                               f"(dropped: {train.dropped})")
-        use_cpu = resolve_device(cfg.device) == "cpu"
-        trainer = preference_trainer(cfg.trainer_settings(use_cpu), model, tokenizer, train.rows, evald.rows,
-                                     out / CHECKPOINTS, callbacks=[_progress_callback()])
-        log.info(f"{cfg.scheme} on {len(train.rows)} pairs of {cfg.dataset}"
-                 + (f" (dropped: {train.dropped})" if train.dropped else "")
-                 + (", resuming from the last checkpoint" if resume else ""))
-        t0 = time.perf_counter()
-        outcome = trainer.train(resume_from_checkpoint=True if resume else None)
-        seconds = time.perf_counter() - t0
-        history = [dict(h) for h in trainer.state.log_history]
-        post = final_model(trainer)
-        _save_model(post, tokenizer, out)
-        with atomic_path(out / "train_log.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
+        trained = out / TRAINED
+        done = json.loads(trained.read_text()) if trained.is_file() else None
+        if done is None or done.get("identity") != identity or not (out / "config.json").is_file():
+            resume = _resume_from(out, identity)
+            done = {"identity": identity, **_train(cfg, out, splits, resume)}
+            write_json(trained, done)
+            shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+        else:
+            log.info(f"{out}: trained before with these settings; evaluating it")
+        post, tokenizer = load_model(str(out), cfg.dtype, cfg.device)
         evaluation = _evaluate(cfg, post, tokenizer, splits)
         card = {"pre_model": cfg.model, "scheme": cfg.scheme, "settings": cfg.key_dict(), "data": cfg.dataset,
                 "data_sha256": data_hash, "rater": cfg.rater or None,
-                "pairs": {"train": len(train.rows), "val_logged": len(evald.rows), "test": len(splits["test"])},
-                "dropped": {"ties_and_inverted": dropped, "train_rows": train.dropped},
-                "steps": trainer.state.global_step, "train_seconds_this_run": round(seconds, 1),
-                "seconds_per_step": round(seconds / max(1, trainer.state.global_step), 3) if not resume else None,
-                "train_loss": outcome.training_loss, "resumed": resume, "evaluation": evaluation,
-                "made_with": "trl " + __import__("trl").__version__}
+                **{k: v for k, v in done.items() if k != "identity"},
+                "dropped": {"ties_and_inverted": dropped, "train_rows": done["dropped_train_rows"]},
+                "evaluation": evaluation, "made_with": "trl " + __import__("trl").__version__}
+        card.pop("dropped_train_rows")
         write_json(out / "card.json", card)
         write_text(out / "README.md", model_card(card))
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     return card
 
 
