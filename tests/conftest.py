@@ -57,6 +57,6 @@ def tiny_search(tmp_path_factory):
     with torch.no_grad():
         probe.weight.copy_(torch.randn(32, generator=gen))
     probe_path = root / "probe.safetensors"
-    save_probe(probe_path, probe, {"model": str(model_dir), "hook": "blocks.2.hook_resid_pre", "position": "-1",
-                                   "objective": "regression"})
+    save_probe(probe_path, probe, {"model": str(model_dir), "hook": "blocks.2.hook_resid_pre",
+                                   "position": "user_end", "objective": "regression"})
     return model_dir, probe_path

@@ -62,20 +62,46 @@ def test_a_strategy_from_outside_the_package_runs_from_the_command_line(tiny_sea
     assert bad.returncode == 2 and bad.stderr.strip() == "rsearch: error: toy.width: must be at least 1, got 0"
 
 
-def test_run_takes_a_config_file_and_says_where_the_probe_is_read(tiny_search, tmp_path, capsys):
-    """`--config` like every job (flags win over the file), and a probe trained at -1 read at user_end by a prompt
-    search is said so, once, after every check has passed."""
+def test_run_takes_a_config_file_and_refuses_a_probe_a_prompt_search_cannot_read(tiny_search, tmp_path, capsys):
+    """`--config` like every job (flags win over the file); a probe trained at -1 (the answer's end) is refused by a
+    prompt search before anything is written, unless --position says where to read it."""
+    from rsearch.probes import load_probe, save_probe
+
     _, probe = tiny_search
     cfg = tmp_path / "run.yaml"
     cfg.write_text("run:\n  strategy: random\n  budget: 6\n  logprob_weight: 0.0\n")
     assert main(base_args(probe, tmp_path / "c", "--config", str(cfg), "--prefix", "what is", "--budget", "4")) == 0
     saved = json.loads((tmp_path / "c" / "run.json").read_text())
     assert (saved["strategy"], saved["budget"], saved["logprob_weight"]) == ("random", 4, 0.0)
-    err = capsys.readouterr().err
-    assert err.count("the probe was trained at position -1") == 1 and "user_end" in err
-    assert main(base_args(probe, tmp_path / "d", "--config", str(cfg), "--prefix", "what is",
+    answer_end = tmp_path / "answer_end.safetensors"
+    p, meta = load_probe(probe)
+    save_probe(answer_end, p, {**meta, "position": "-1"})
+    capsys.readouterr()
+    assert main(base_args(answer_end, tmp_path / "d", "--config", str(cfg), "--prefix", "what is")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained at position -1, which a prompt search cannot read" in err and "\n" not in err
+    assert not (tmp_path / "d").exists()
+    assert main(base_args(answer_end, tmp_path / "e", "--config", str(cfg), "--prefix", "what is",
                           "--position", "user_end")) == 0
-    assert "the probe was trained at" not in capsys.readouterr().err
+
+
+def rate_words(prompt, completion: str) -> float:
+    """A rater for `run --rater` (test_run_cli:rate_words): the answer's word count."""
+    return float(len(completion.split()))
+
+
+def test_run_checks_what_it_found_against_a_rater(tiny_search, tmp_path, capsys):
+    _, probe = tiny_search
+    out = tmp_path / "r"
+    assert main(base_args(probe, out, "--strategy", "random", "--prefix", "what is", "--prefix", "hello",
+                          "--budget", "4", "--rater", "test_run_cli:rate_words", "--check-samples", "2",
+                          "--max-new-tokens", "4")) == 0
+    assert "true reward (test_run_cli:rate_words): found" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rater"] == "test_run_cli:rate_words" and summary["true_reward"]["n_prompts"] == 2
+    assert all(1 <= r["true_reward"] <= 4 and 1 <= r["true_reward_bare_prefix"] <= 4 for r in summary["results"])
+    assert main(base_args(probe, tmp_path / "bad", "--rater", "no/such/dir")) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 def test_options_file_and_other_strategies(tiny_search, tmp_path, capsys):

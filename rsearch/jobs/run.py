@@ -35,6 +35,7 @@ from rsearch.chat import context_length, encode_conversation
 from rsearch.distributed import RayPool, SearchSpec, ensure_ray, run_many
 from rsearch.strategies.base import make_strategy
 from rsearch.positions import parse_position
+from rsearch.raters import check_spec
 
 log = logging.getLogger("rsearch.run")
 
@@ -83,8 +84,16 @@ class RunConfig(Config):
     device: str = setting("auto", runtime=True)
     dtype: str = setting("float32")
     batch_size: int = setting(32, runtime=True, help="rows per scoring forward")
+    rater: str = setting("none", help="check what was found against a rater (tasks, organism, a reward model "
+                         "directory, module.path:callable): a found prompt by the rated answers sampled from the "
+                         "model, beside its bare prefix's; a found completion directly (none: no check)")
+    check_samples: int = setting(4, help="answers sampled per found prompt (and per bare prefix) for --rater")
+    max_new_tokens: int = setting(48, help="length cap of those answers")
 
     def __post_init__(self) -> None:
+        check_spec(self.rater)
+        check(self.rater != "auto", "--rater auto: name the rater (tasks, organism, …) or none")
+        check(self.check_samples >= 1 and self.max_new_tokens >= 1, "--check-samples and --max-new-tokens: ≥ 1")
         check(self.workers >= 0, f"--workers must be ≥ 0, got {self.workers}")
         check(self.top_k >= 1, f"--top-k must be at least 1, got {self.top_k}")
         check(self.ray_timeout > 0, f"--ray-timeout must be positive, got {self.ray_timeout}")
@@ -273,6 +282,38 @@ def plot(results: list[SearchResult], path: Path, title: str) -> None:
     save_figure(fig, path, dpi=110)
 
 
+def check_with_rater(args: RunConfig, meta: dict[str, Any], results: list[SearchResult]) -> dict[str, Any]:
+    """The true reward of what was found: per prefix, the mean rated reward of `check_samples` answers sampled
+    from the model to the found prompt and to the bare prefix (the same seeds), or of the found completion and of
+    one answer sampled to the prefix; their paired difference over prefixes."""
+    from rsearch.analysis.stats import paired_summary
+    from rsearch.lm import sample_completions
+    from rsearch.models import load_model
+    from rsearch.raters import load_rater
+
+    rater = load_rater(args.rater, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
+    model, tok = load_model(args.model or meta["model"], args.dtype, args.device,
+                            None if args.model else meta.get("revision"))
+
+    def answered(prompts: list[str]) -> list[float]:
+        k = args.check_samples
+        got = sample_completions(model, tok, prompts, k, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                                 batch_size=args.batch_size)
+        scores = rater.rate([p for p in prompts for _ in range(k)], [c.text for cs in got for c in cs])
+        return [sum(scores[i * k:(i + 1) * k]) / k for i in range(len(prompts))]
+
+    bare = answered([r.prefix for r in results])
+    if args.target == "prompt":
+        found = answered([r.best.prompt for r in results])
+    else:
+        found = rater.rate([r.prefix for r in results], [r.best.prompt for r in results])
+    summary = paired_summary(bare, found, n_boot=1000, seed=args.seed)
+    line = (f"true reward ({args.rater}): found {summary['mean_post']:.3f} against the bare prefixes' "
+            f"{summary['mean_pre']:.3f}, difference {summary['diff']:+.3f} [{summary['ci_lo']:+.3f}, "
+            f"{summary['ci_hi']:+.3f}] over {len(results)} prefixes")
+    return {"found": found, "bare": bare, "summary": summary, "line": line}
+
+
 def main(args) -> int:
     with contextlib.ExitStack() as held:  # the run directory's lock, from its first write to the end
         return _main(args, held)
@@ -291,6 +332,12 @@ def _main(args, held: contextlib.ExitStack) -> int:
     if args.position is not None:
         parse_position(args.position)
     meta = check_probe(args, prefixes)
+    trained_at = str(meta.get("position", "-1"))
+    if args.target == "prompt" and args.position is None and trained_at != "user_end":
+        raise RsearchError(
+            f"the probe was trained at position {trained_at}, which a prompt search cannot read (no answer exists "
+            f"yet): search with a probe trained at user_end (the sweep's probes/layerNN.resid_pre.user_end."
+            f"safetensors), or pass --position user_end to read this one there anyway")
     config = run_settings(args, options, prefixes)
     run_dir = check_out_dir(run_directory(args, config))
     if args.ray_address is not None:  # a cluster that does not answer fails here, before anything is written
@@ -298,11 +345,6 @@ def _main(args, held: contextlib.ExitStack) -> int:
     held.enter_context(output_dir(run_dir))
     check_resume(run_dir, config, args.resume)
     write_json(run_dir / "run.json", config)
-    trained_at = str(meta.get("position", "-1"))
-    if args.target == "prompt" and args.position is None and trained_at != "user_end":
-        log.warning(f"the probe was trained at position {trained_at}, but a prompt search reads it at user_end (the "
-                    f"end of the user's turn), where it was not trained: its scores there extrapolate. The "
-                    f"sweep's user_end probe reads that position (pass --position user_end to silence this)")
 
     threads = max(1, (os.cpu_count() or 1) // max(1, args.workers)) if args.workers else None
     spec = SearchSpec(probe=str(Path(args.probe).resolve()), strategy=args.strategy, options=options, budget=budget,
@@ -327,7 +369,10 @@ def _main(args, held: contextlib.ExitStack) -> int:
         results = run_many(spec, prefixes, workers=args.workers, address=args.ray_address, run_dir=run_dir,
                            resume=args.resume, on_result=progress)
 
+    checked = check_with_rater(args, meta, results) if args.rater != "none" else None
     print(table(results, args.top_k))
+    if checked:
+        print(checked["line"])
     plot(results, run_dir / f"best_so_far_{file_safe(args.strategy)}.png",
          f"{args.strategy} · {args.target} target · budget {args.budget}")
     write_json(run_dir / "summary.json", {
@@ -335,7 +380,10 @@ def _main(args, held: contextlib.ExitStack) -> int:
         "mean_best_score": sum(r.best_score for r in results) / len(results),
         "results": [{"prefix": r.prefix, "best_score": r.best_score, "best_probe": r.best.probe_score,
                      "best_prompt": r.best.prompt, "evaluations": r.evaluations, "forwards": r.forwards,
-                     "seconds": round(r.seconds, 3)}
-                    for r in results]})
+                     "seconds": round(r.seconds, 3),
+                     **({"true_reward": checked["found"][i], "true_reward_bare_prefix": checked["bare"][i]}
+                        if checked else {})}
+                    for i, r in enumerate(results)],
+        **({"rater": args.rater, "true_reward": checked["summary"]} if checked else {})})
     log.info(f"run directory: {run_dir}")
     return 0
