@@ -210,6 +210,9 @@ class JudgeCache:
             self.scores[key] = score
 
 
+TRANSIENT = (TimeoutError, socket.timeout, ConnectionResetError)  # a URLError's reason worth a re-send
+
+
 class Refused(RsearchError):
     """The endpoint refused the key (HTTP 401/403)."""
 
@@ -228,6 +231,7 @@ class JudgeRater:
         self.host = host_of(self.url)
         digest = hashlib.sha256(json.dumps([self.cfg.model, self.rubric]).encode()).hexdigest()[:16]
         self.cache = JudgeCache(rsearch_home() / "judge_cache" / f"{digest}.jsonl")
+        self.check_endpoint()
 
     def _scrub(self, text: str) -> str:
         return text.replace(self.key, "***") if self.key else text
@@ -252,18 +256,15 @@ class JudgeRater:
                 return self._content(raw)
             except urllib.error.HTTPError as e:
                 if e.code in (401, 403):
-                    hint = f"the key in ${KEY_ENV} was refused" if self.key else f"no key was sent (set ${KEY_ENV})"
-                    raise Refused(self._scrub(f"rater judge:{self.cfg.model}: the endpoint at {self.host} answered "
-                                              f"HTTP {e.code}: {hint}")) from None
+                    raise self._refused(e.code) from None
                 if e.code != 429 and e.code < 500:
                     raise self._fail(f"the endpoint at {self.host} answered HTTP {e.code} "
                                      f"({self._error_text(e)})") from None
                 reason, retry_after = f"HTTP {e.code}", e.headers.get("Retry-After") if e.headers else None
                 e.close()
             except urllib.error.URLError as e:
-                if not isinstance(e.reason, (TimeoutError, socket.timeout, ConnectionResetError)):
-                    raise self._fail(f"cannot reach the endpoint at {self.host} ({one_line(str(e.reason))}); "
-                                     f"is the server running, and ${URL_ENV} its base URL?") from None
+                if not isinstance(e.reason, TRANSIENT):
+                    raise self._unreachable(e) from None
                 reason = one_line(str(e.reason)) or "timed out"
             except (TimeoutError, socket.timeout):
                 reason = f"no reply in {self.cfg.timeout_s:g} s"
@@ -282,6 +283,34 @@ class JudgeRater:
             waited += delay
         raise self._fail(f"the endpoint at {self.host} kept failing ({reason}) after {attempt + 1} tries and "
                          f"{waited:.0f} s of waiting")
+
+    def _refused(self, code: int) -> RsearchError:
+        hint = f"the key in ${KEY_ENV} was refused" if self.key else f"no key was sent (set ${KEY_ENV})"
+        return Refused(self._scrub(f"rater judge:{self.cfg.model}: the endpoint at {self.host} answered HTTP {code}: "
+                                   f"{hint}"))
+
+    def _unreachable(self, e: urllib.error.URLError) -> RsearchError:
+        return self._fail(f"cannot reach the endpoint at {self.host} ({one_line(str(e.reason))}); is the server "
+                          f"running, and ${URL_ENV} its base URL?")
+
+    def check_endpoint(self) -> None:
+        """GET {base}/models once, so an unreachable host or a refused key fails at load, before any work is done;
+        any other answer (an endpoint without that route, a busy one) is left to the rating requests."""
+        url = self.url[:-len("/chat/completions")] + "/models"
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers, method="GET"),
+                                        timeout=min(self.cfg.timeout_s, 30.0)):
+                pass
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code in (401, 403):
+                raise self._refused(e.code) from None
+        except urllib.error.URLError as e:
+            if not isinstance(e.reason, TRANSIENT):
+                raise self._unreachable(e) from None
+        except (TimeoutError, ConnectionError, http.client.HTTPException):
+            pass
 
     def _error_text(self, e: urllib.error.HTTPError) -> str:
         """A short reason from an error reply's body ({error: {message}} as OpenAI sends it), else its status."""
@@ -331,7 +360,7 @@ class JudgeRater:
         asked = [(messages_of(p), c) for p, c in zip(prompts, completions, strict=True)]
         keys = [cache_key(self.cfg.model, self.rubric, m, c) for m, c in asked]
         todo = {k: pair for k, pair in zip(keys, asked) if k not in self.cache.scores}
-        log.info(f"judge {self.cfg.model}: {len(keys)} ratings, {len(keys) - sum(k in todo for k in keys)} from the "
+        log.debug(f"judge {self.cfg.model}: {len(keys)} ratings, {len(keys) - sum(k in todo for k in keys)} from the "
                  f"cache, {len(todo)} to ask (endpoint from ${URL_ENV})")
         if todo:
             self._ask(todo)

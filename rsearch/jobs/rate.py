@@ -146,9 +146,9 @@ def run_rate(cfg: RateConfig) -> dict[str, Any]:
     out = Path(cfg.out).expanduser()
     if out.resolve() == Path(cfg.dataset).expanduser().resolve():
         raise RsearchError("out: must differ from the dataset (rate never overwrites its input)")
-    out.mkdir(parents=True, exist_ok=True)
     rater = load_rater(cfg.rater, device=cfg.device, dtype=cfg.dtype, batch_size=2 * cfg.batch_size,
-                       trust_remote_code=cfg.trust_remote_code)
+                       trust_remote_code=cfg.trust_remote_code)  # first: a rater that fails to load writes nothing
+    out.mkdir(parents=True, exist_ok=True)
     summary = {"rater": cfg.rater, "dataset": cfg.dataset,
                "splits": [rate_split(rater, name, f, out, cfg) for name, f in files.items()]}
     write_json(out / "rate.json", summary)
