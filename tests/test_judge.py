@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -57,7 +58,9 @@ class FakeJudge:
                     scripted = judge.script.pop(0) if judge.script else None
                 if n > MAX_REQUESTS or self.path != "/v1/chat/completions":
                     return self._send(400 if n > MAX_REQUESTS else 404, b'{"error": {"message": "no"}}')
-                if scripted:
+                if scripted and scripted[0] == 0:  # (0, seconds): answer too late, after a nap
+                    time.sleep(scripted[1])
+                elif scripted:
                     return self._send(*scripted)
                 if judge.fail_after is not None and n > judge.fail_after:
                     return self._send(401, b'{"error": {"message": "bad key"}}')
@@ -79,7 +82,7 @@ class FakeJudge:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
     def close(self):
@@ -134,6 +137,18 @@ def test_retried_after_two_503s(judge):
     with pytest.raises(RsearchError, match=r"kept failing \(HTTP 503\) after 3 tries") as e:
         load_rater("judge:m?retries=2&backoff_s=0").rate(["q"], ["other"])
     assert len(judge.requests) == 6 and "\n" not in str(e.value)
+
+
+def test_retried_after_a_429_and_a_timeout_and_bounded_in_time(judge):
+    judge.script = [(429, b'{"error": {"message": "slow down"}}'), (0, 1.0)]
+    assert load_rater("judge:m?timeout_s=0.3&backoff_s=0").rate(["q"], ["abcd"]) == [expected("abcd")]
+    assert len(judge.requests) == 3
+    judge.script, judge.requests[:] = [(500, b"oops")] * 20, []
+    start = time.monotonic()
+    with pytest.raises(RsearchError, match=r"kept failing \(HTTP 500\) after 4 tries"):
+        # waits 0.05 + 0.1, then the 0.05 s left of the budget; the next wait (0.4 s) is past it
+        load_rater("judge:m?retries=10&backoff_s=0.05&max_wait_s=0.2").rate(["q"], ["a"])
+    assert len(judge.requests) == 4 and time.monotonic() - start < 2
 
 
 def test_refused_key_is_one_line_without_the_key(judge, tmp_path, capsys, monkeypatch):
