@@ -67,8 +67,8 @@ class FakeJudge:
                 content = body["messages"][0]["content"]
                 match = ANSWER.search(content)
                 text = judge.reply(match.group(1) if match else content)
-                self._send(200, json.dumps({"id": "x", "object": "chat.completion", "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}).encode())
+                choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                self._send(200, json.dumps({"id": "x", "object": "chat.completion", "choices": [choice]}).encode())
 
             def _send(self, status, data):
                 self.send_response(status)
