@@ -36,7 +36,7 @@ from rsearch.config import Config, check, setting
 from rsearch.errors import RsearchError, one_line
 from rsearch.io_utils import append_jsonl
 from rsearch.paths import rsearch_home
-from rsearch.raters import messages_of
+from rsearch.prompts import messages_of
 
 log = logging.getLogger("rsearch.judge")
 

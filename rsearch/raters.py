@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from rsearch.errors import RsearchError
+from rsearch.judge import JudgeRater, endpoint, is_judge_spec, parse_spec
 from rsearch.plugins import is_spec, load_object
-from rsearch.prompts import user_text as last_user
+from rsearch.prompts import messages_of, user_text as last_user
 from rsearch.tasks.rater import TasksRater
 
 KEYWORDS = ("auto", "organism", "tasks", "none")
@@ -45,11 +46,6 @@ def user_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return last_user(prompt)
-
-
-def messages_of(prompt: Prompt) -> list[dict]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [
-        {"role": m["role"], "content": m["content"]} for m in prompt]
 
 
 class CallableRater:
@@ -125,9 +121,7 @@ def check_spec(spec: str) -> str:
     """`spec` if it names a rater (without loading it), else one RsearchError line."""
     if spec in KEYWORDS:
         return spec
-    if spec.startswith("judge:"):
-        from rsearch.judge import endpoint, parse_spec  # lazy: rsearch.judge reads this module
-
+    if is_judge_spec(spec):
         parse_spec(spec)
         endpoint()
         return spec
@@ -160,9 +154,7 @@ def load_rater(spec: str | None, *, device: str = "auto", dtype: str = "float32"
         return CallableRater(true_score, "organism")
     if spec == "tasks":
         return TasksRater()
-    if spec.startswith("judge:"):
-        from rsearch.judge import JudgeRater
-
+    if is_judge_spec(spec):
         return JudgeRater(spec)
     if Path(spec).expanduser().is_dir():
         return HFRewardModel(str(Path(spec).expanduser()), device=device, dtype=dtype, batch_size=batch_size,
