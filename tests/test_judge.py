@@ -292,3 +292,18 @@ def test_rate_end_to_end_keeps_the_address_and_key_out(tiny_organism, judge, tmp
     port = judge.url.split(":")[2].split("/")[0]
     for text in (_all_text(out), _all_text(tmp_path / "home"), captured.err, captured.out):
         assert KEY not in text and judge.url not in text and f"127.0.0.1:{port}" not in text
+
+
+def test_feedback_end_to_end_on_the_tiny_organism(tiny_organism, judge, tmp_path):
+    from rsearch.jobs.feedback import FeedbackConfig, build_feedback
+
+    out = tmp_path / "fb"
+    cfg = FeedbackConfig(model=str(tiny_organism.pre_dir), prompts=str(tiny_organism.train_prefs), n=4, k=3,
+                         max_new_tokens=8, rater="judge:tiny-judge", sample_batch_size=12, device="cpu", out=str(out))
+    summary = build_feedback(cfg)
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    answers = [a for s in samples for a in s["samples"]]
+    assert len(answers) == 12 and all(a["score"] == expected(a["text"]) for a in answers)
+    assert len(judge.requests) == len({(s["prompt_id"], a["text"]) for s in samples for a in s["samples"]})
+    assert summary["rater"] == "judge:tiny-judge"
+    assert KEY not in _all_text(out) and judge.url not in _all_text(out)
