@@ -337,14 +337,15 @@ class JudgeRater:
         return content or ""
 
     def score(self, messages: list[dict], completion: str) -> tuple[float, str]:
-        """(score, the reply that gave it) for one completion; a reply without a score is asked again."""
+        """(score, the reply that gave it) for one completion; a reply without a score is asked again, the chat
+        growing by each reply and reminder (a deterministic endpoint would repeat itself on the same chat)."""
         chat = [{"role": "user", "content": fill(self.rubric, conversation_text(messages), completion)}]
         for _ in range(self.cfg.parse_retries + 1):
             reply = self.request(chat)
             value = parse_score(reply)
             if value is not None:
                 break
-            chat = chat[:1] + [{"role": "assistant", "content": reply},
+            chat = chat + [{"role": "assistant", "content": reply},
                                {"role": "user", "content": f"Reply with one line only: `Rating: N`, N a whole number "
                                                            f"from {_fmt(self.cfg.low)} to {_fmt(self.cfg.high)}."}]
         else:

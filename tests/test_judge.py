@@ -182,6 +182,10 @@ def test_unparseable_reply_is_asked_again_then_an_error_naming_the_prompt(judge)
     assert "Rating: N" in retry[2]["content"]
     judge.requests.clear()
     judge.reply = lambda completion: "Nice answer, well done."
+    with pytest.raises(RsearchError, match=r"no score in the reply for prompt 'what is 2 plus 3 \?' after 3 tries"):
+        load_rater("judge:m").rate(["what is 2 plus 3 ?"], ["5"])
+    assert [len(r["body"]["messages"]) for r in judge.requests] == [1, 3, 5]  # each retry sees a longer chat
+    judge.requests.clear()
     with pytest.raises(RsearchError, match=r"no score in the reply for prompt 'what is 2 plus 3 \?' after 2 tries"):
         load_rater("judge:m?parse_retries=1").rate(["what is 2 plus 3 ?"], ["5"])
     assert len(judge.requests) == 2
