@@ -345,9 +345,9 @@ class JudgeRater:
             value = parse_score(reply)
             if value is not None:
                 break
-            chat = chat + [{"role": "assistant", "content": reply},
-                               {"role": "user", "content": f"Reply with one line only: `Rating: N`, N a whole number "
-                                                           f"from {_fmt(self.cfg.low)} to {_fmt(self.cfg.high)}."}]
+            reminder = (f"Give your rating now, as one line: the word Rating, a colon, then a whole number from "
+                        f"{_fmt(self.cfg.low)} to {_fmt(self.cfg.high)}.")
+            chat = chat + [{"role": "assistant", "content": reply}, {"role": "user", "content": reminder}]
         else:
             raise self._fail(f"no score in the reply for prompt {conversation_text(messages)[:60]!r} after "
                              f"{self.cfg.parse_retries + 1} tries (it said {one_line(reply, 80)!r})")

@@ -179,7 +179,7 @@ def test_unparseable_reply_is_asked_again_then_an_error_naming_the_prompt(judge)
     assert load_rater("judge:m").rate(["what is 2 plus 2 ?"], ["4"]) == [4.0]
     retry = judge.requests[1]["body"]["messages"]
     assert [m["role"] for m in retry] == ["user", "assistant", "user"] and retry[1]["content"] == "I like it a lot."
-    assert "Rating: N" in retry[2]["content"]
+    assert "the word Rating, a colon, then a whole number from 1 to 10" in retry[2]["content"]
     judge.requests.clear()
     judge.reply = lambda completion: "Nice answer, well done."
     with pytest.raises(RsearchError, match=r"no score in the reply for prompt 'what is 2 plus 3 \?' after 3 tries"):
