@@ -19,7 +19,7 @@ COMMANDS = {
     "run": ("rsearch.jobs.run", "search prompts or completions the probe rates high"),
     "compare": ("rsearch.jobs.compare", "compare probe scores of pre- and post-RL completions"),
     "demo": ("rsearch.jobs.demo", "the whole study on the embedded organism, with a report"),
-    "rate": ("rsearch.jobs.rate", "re-rate a feedback dataset with another rater (reward model or callable)"),
+    "rate": ("rsearch.jobs.rate", "re-rate a feedback dataset with another rater (reward model, callable or judge model)"),
     "feedback": ("rsearch.jobs.feedback", "build a feedback dataset: sample k answers per prompt, rate, pair best "
                  "against worst"),
     "train-policy": ("rsearch.jobs.train_policy", "make a post-RL model: DPO, IPO or SFT of a chat model on feedback "

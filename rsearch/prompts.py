@@ -44,6 +44,12 @@ def load_prompts(spec: str, dataset: str, n: int, seed: int) -> list[tuple[str, 
     return [(pid, unique[pid]) for pid in ids[:n]]
 
 
+def messages_of(prompt: str | Sequence[dict]) -> list[dict]:
+    """A prompt (the user's text, or {role, content} messages) as plain {role, content} messages."""
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [
+        {"role": m["role"], "content": m["content"]} for m in prompt]
+
+
 def user_text(messages: Sequence[dict]) -> str:
     """The last user message: what the organism's rater reads as the prompt."""
     users = [m["content"] for m in messages if m.get("role") == "user"]

@@ -8,7 +8,11 @@ A rater spec is one of:
 - a local Hugging Face reward model directory: `AutoModelForSequenceClassification` with one output, read on
   the conversation rendered by its tokenizer's chat template (the user's prompt, then the completion as the
   assistant's reply); its own code runs only with `trust_remote_code`;
-- `module.path:callable`: a Python callable `rater(prompt: str, completion: str) -> float`.
+- `module.path:callable`: a Python callable `rater(prompt: str, completion: str) -> float`;
+- `judge:MODEL` (options: `judge:MODEL?rubric=FILE&concurrency=8&...`): a judge model behind an OpenAI-compatible
+  chat endpoint (vLLM, llama.cpp's server, Ollama, hosted APIs) rating by a rubric, 1-10 by default
+  (`rsearch.judge`); the endpoint is `$RSEARCH_JUDGE_URL` (default http://127.0.0.1:8000/v1) and the key
+  `$RSEARCH_JUDGE_API_KEY`, both read from the environment only, so neither lands where specs are written.
 (`auto`, the organism's rater for the organism's models and none otherwise, is resolved in `rsearch.subjects`.)
 
 `load_rater(spec)` returns a `Rater`, whose `rate(prompts, completions)` scores a batch; a prompt may be the
@@ -20,8 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from rsearch.errors import RsearchError
+from rsearch.judge import JudgeRater, endpoint, is_judge_spec, parse_spec
 from rsearch.plugins import is_spec, load_object
-from rsearch.prompts import user_text as last_user
+from rsearch.prompts import messages_of, user_text as last_user
 from rsearch.tasks.rater import TasksRater
 
 KEYWORDS = ("auto", "organism", "tasks", "none")
@@ -41,11 +46,6 @@ def user_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return last_user(prompt)
-
-
-def messages_of(prompt: Prompt) -> list[dict]:
-    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [
-        {"role": m["role"], "content": m["content"]} for m in prompt]
 
 
 class CallableRater:
@@ -121,6 +121,10 @@ def check_spec(spec: str) -> str:
     """`spec` if it names a rater (without loading it), else one RsearchError line."""
     if spec in KEYWORDS:
         return spec
+    if is_judge_spec(spec):
+        parse_spec(spec)
+        endpoint()
+        return spec
     p = Path(spec).expanduser()
     if p.is_dir():
         if not (p / "config.json").is_file():
@@ -130,8 +134,8 @@ def check_spec(spec: str) -> str:
         return spec
     if "/" in spec or spec.startswith((".", "~")):
         raise RsearchError(f"rater directory not found: {spec}")
-    raise RsearchError(f"rater {spec!r}: use auto, organism, none, tasks, a local reward model directory, or "
-                       "module.path:callable")
+    raise RsearchError(f"rater {spec!r}: use auto, organism, none, tasks, a local reward model directory, "
+                       "module.path:callable or judge:MODEL")
 
 
 def load_rater(spec: str | None, *, device: str = "auto", dtype: str = "float32", batch_size: int = 16,
@@ -150,10 +154,12 @@ def load_rater(spec: str | None, *, device: str = "auto", dtype: str = "float32"
         return CallableRater(true_score, "organism")
     if spec == "tasks":
         return TasksRater()
+    if is_judge_spec(spec):
+        return JudgeRater(spec)
     if Path(spec).expanduser().is_dir():
         return HFRewardModel(str(Path(spec).expanduser()), device=device, dtype=dtype, batch_size=batch_size,
                              trust_remote_code=trust_remote_code)
     fn = load_object(spec, "rater")
     if not callable(fn):
-        raise RsearchError(f"rater {spec}: {attr} is not callable")
+        raise RsearchError(f"rater {spec}: not callable")
     return CallableRater(fn, spec)

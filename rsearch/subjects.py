@@ -38,7 +38,7 @@ def resolve_subjects(*, pre: str = "", post: str = "", dataset: str = "", rater:
 
     Args:
         rater: auto (the organism's rater when the models are the organism's), organism, none, a local reward
-            model directory or module.path:callable (see rsearch.raters).
+            model directory, module.path:callable or judge:MODEL (see rsearch.raters).
         beta: DPO β of the implicit reward; None takes the organism's card's, else `DEFAULT_BETA`.
         need_pre / need_dataset: whether a missing pre-RL model / dataset should be filled in (building the
             organism if needed); train-probe reads only the post-RL model and a dataset.

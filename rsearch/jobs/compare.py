@@ -65,7 +65,8 @@ class CompareConfig(Config):
     batch_size: int = setting(16, help="rows per teacher-forced forward")
     beta: float | None = setting(None, help="DPO beta of the implicit reward (default: the organism's or 0.1)")
     rater: str = setting("auto", help="auto (the organism's rater for the organism's models), organism, none, a "
-                         "local reward model directory, or module.path:callable (rater(prompt, completion) -> float)")
+                         "local reward model directory, module.path:callable (rater(prompt, completion) -> float), or "
+                         "judge:MODEL (a judge model at $RSEARCH_JUDGE_URL)")
     dtype: str = setting("float32")
     device: str = setting("auto", runtime=True)
     decode: str = setting("static", runtime=True, choices=("plain", "static", "compiled"),

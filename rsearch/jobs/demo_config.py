@@ -123,8 +123,8 @@ class DemoConfig(Config):
     seed: int = setting(0)
     dtype: str = setting("float32")
     beta: float | None = setting(None, help="DPO beta (default: the organism's or 0.1)")
-    rater: str = setting("auto", help="auto, organism, none, a local reward model directory, or "
-                         "module.path:callable (see rsearch.raters)")
+    rater: str = setting("auto", help="auto, organism, none, a local reward model directory, "
+                         "module.path:callable, or judge:MODEL (see rsearch.raters)")
     revision_pre: str = setting("", help="hub revision (branch, tag or commit) of the pre-RL model")
     revision_post: str = setting("", help="hub revision (branch, tag or commit) of the post-RL model")
     stages: tuple[str, ...] = setting((), flag="--stage", repeat=True, metavar="MODULE:CLASS",

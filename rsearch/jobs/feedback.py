@@ -59,8 +59,9 @@ class FeedbackConfig(Config):
     top_k: int = setting(0, help="sample from the k most likely tokens (0: all)")
     sample_batch_size: int = setting(64, runtime=True, help="sequences decoded together (the draws do not depend "
                                      "on it)")
-    rater: str = setting("", help="tasks, organism, a local reward model directory, or module.path:callable "
-                         "(rater(prompt, completion) -> float)")
+    rater: str = setting("", help="tasks, organism, a local reward model directory, module.path:callable "
+                         "(rater(prompt, completion) -> float), or judge:MODEL[?rubric=FILE&...] (a judge model at "
+                         "the OpenAI-compatible $RSEARCH_JUDGE_URL, key $RSEARCH_JUDGE_API_KEY)")
     test_share: float = setting(0.25, help="share of items in test_prefs")
     dtype: str = setting("float32")
     revision: str | None = setting(None, help="the model's hub revision")
@@ -79,8 +80,8 @@ class FeedbackConfig(Config):
         check(0 < self.top_p <= 1, f"top_p: must be in (0, 1], got {self.top_p}")
         check(self.top_k >= 0, f"top_k: must be ≥ 0 (0: all tokens), got {self.top_k}")
         check(self.sample_batch_size >= 1, "sample_batch_size: must be at least 1")
-        check(bool(self.rater), "rater: give --rater (tasks, organism, a reward model directory or "
-              "module.path:callable)")
+        check(bool(self.rater), "rater: give --rater (tasks, organism, a reward model directory, "
+              "module.path:callable or judge:MODEL)")
         check(self.rater not in ("auto", "none"), f"rater: {self.rater} names no rater to rate with")
         check_spec(self.rater)
         check(0 <= self.test_share <= 1, f"test_share: must be in [0, 1], got {self.test_share}")

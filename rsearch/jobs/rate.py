@@ -36,8 +36,9 @@ SUFFIXES = (".jsonl", ".json", ".parquet")
 class RateConfig(Config):
     """Settings of `rsearch rate`; each field's help is its flag's."""
 
-    rater: str = setting("", help="a local reward model directory, or module.path:callable "
-                         "(rater(prompt, completion) -> float), or organism")
+    rater: str = setting("", help="a local reward model directory, module.path:callable "
+                         "(rater(prompt, completion) -> float), organism, or judge:MODEL[?rubric=FILE&...] (a judge "
+                         "model at the OpenAI-compatible $RSEARCH_JUDGE_URL, key $RSEARCH_JUDGE_API_KEY)")
     dataset: str = setting("", help="JSONL/parquet file, or a directory of {split}.jsonl/.parquet files")
     out: str = setting("", help="output directory ({split}.jsonl per split, rate.json)")
     splits: tuple[str, ...] = setting((), help="splits of a dataset directory to rate (default: every file)")
@@ -47,7 +48,8 @@ class RateConfig(Config):
     trust_remote_code: bool = setting(False, help="run the reward model repository's own code (only on request)")
 
     def __post_init__(self) -> None:
-        check(bool(self.rater), "rater: give --rater (a reward model directory or module.path:callable)")
+        check(bool(self.rater), "rater: give --rater (a reward model directory, module.path:callable or "
+              "judge:MODEL)")
         check(self.rater not in ("auto", "none"), f"rater: {self.rater} names no rater to rate with")
         check_spec(self.rater)
         check(bool(self.dataset), "dataset: give --dataset (a file or a directory of split files)")
@@ -146,9 +148,9 @@ def run_rate(cfg: RateConfig) -> dict[str, Any]:
     out = Path(cfg.out).expanduser()
     if out.resolve() == Path(cfg.dataset).expanduser().resolve():
         raise RsearchError("out: must differ from the dataset (rate never overwrites its input)")
-    out.mkdir(parents=True, exist_ok=True)
     rater = load_rater(cfg.rater, device=cfg.device, dtype=cfg.dtype, batch_size=2 * cfg.batch_size,
-                       trust_remote_code=cfg.trust_remote_code)
+                       trust_remote_code=cfg.trust_remote_code)  # first: a rater that fails to load writes nothing
+    out.mkdir(parents=True, exist_ok=True)
     summary = {"rater": cfg.rater, "dataset": cfg.dataset,
                "splits": [rate_split(rater, name, f, out, cfg) for name, f in files.items()]}
     write_json(out / "rate.json", summary)

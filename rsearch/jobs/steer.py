@@ -95,8 +95,8 @@ class SteerConfig(Config):
                                                help="positions patched (completion_mean: every completion token)")
     patch_layers: tuple[int, ...] = setting((), help="layers patched (default: all)")
     beta: float | None = setting(None, help="DPO beta of the implicit reward (default: the organism's or 0.1)")
-    rater: str = setting("auto", help="auto, organism, none, a local reward model directory, or "
-                         "module.path:callable (see rsearch.raters)")
+    rater: str = setting("auto", help="auto, organism, none, a local reward model directory, "
+                         "module.path:callable, or judge:MODEL (see rsearch.raters)")
     n_boot: int = setting(1000, help="bootstrap resamples")
     seed: int = setting(0)
     dtype: str = setting("float32")

@@ -72,7 +72,7 @@ class TrainPolicyConfig(Config):
     logging_steps: int = setting(5, help="log the loss every this many steps")
     seed: int = setting(0)
     rater: str = setting("", help="rate held-out answers of both models with this rater (tasks, organism, a reward "
-                         "model directory or module.path:callable; empty: no true-reward evaluation)")
+                         "model directory, module.path:callable or judge:MODEL; empty: no true-reward evaluation)")
     eval_prompts: int = setting(64, help="held-out (test) prompts the true reward of both models is measured on")
     eval_k: int = setting(2, help="answers sampled per held-out prompt and model")
     max_new_tokens: int = setting(48, help="longest held-out answer sampled")

@@ -123,7 +123,8 @@ class TrainProbeConfig(Config):
     pre: str = setting("", help="pre-RL model for the DPO implicit-reward baseline (default: the organism's when "
                        "--model is left out, else none)")
     rater: str = setting("auto", help="rater of the user_end target's sampled answers: auto, organism, none, a "
-                         "reward model directory or module:callable (none: the mean of each prompt's ratings)")
+                         "reward model directory, module:callable or judge:MODEL (none: the mean of each prompt's "
+                         "ratings)")
     expected_reward_k: int = setting(8, help="answers sampled per prompt for the user_end target (with a rater)")
     expected_reward_max_train: int | None = setting(None, help="training prompts of the user_end probe "
                                                     "(default all)")
