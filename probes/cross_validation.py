@@ -17,8 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from rsearch.analysis.stats import bootstrap, percentile_ci
 from rsearch.probes.data import ProbeData
 from rsearch.probes.fit_config import FitConfig
+from rsearch.probes.fitters import fit_probe
 from rsearch.probes.metrics import predict
 
 
@@ -43,8 +45,6 @@ def _take(data: ProbeData, units: np.ndarray, pairwise: bool) -> ProbeData:
 def out_of_fold(kind: str, data: ProbeData, groups: Sequence[Any], cfg: FitConfig, k: int, seed: int) -> np.ndarray:
     """Per unit, the out-of-fold value: for pairwise data 1/0/½ (chosen scored above / below / equal to rejected),
     else the probe's prediction of the row. Fitted k times with `cfg` (see the module docstring)."""
-    from rsearch.probes.fitters import fit_probe
-
     pairwise = cfg.objective != "regression"
     n = _units(data, pairwise)
     if len(groups) != n:
@@ -82,8 +82,6 @@ def cv_metric(oof: np.ndarray, target: np.ndarray | None) -> float:
 def cv_summary(oof: np.ndarray, target: np.ndarray | None, groups: Sequence[Any], k: int, seed: int,
                n_boot: int = 500) -> dict[str, Any]:
     """{cv, cv_lo, cv_hi, k, n}: the CV score and its bootstrap 95% interval over prompts."""
-    from rsearch.analysis.stats import bootstrap, percentile_ci
-
     both = np.column_stack([oof, target if target is not None else np.zeros_like(oof)])
     stat = (lambda x: cv_metric(x[:, 0], None)) if target is None else (lambda x: cv_metric(x[:, 0], x[:, 1]))
     boots = bootstrap(both, n_boot=n_boot, rng=np.random.default_rng(seed), stat=stat, clusters=list(groups))

@@ -18,6 +18,7 @@ from rsearch.analysis.baselines import logprob_scores
 from rsearch.analysis.stats import bootstrap_ci, paired_summary
 from rsearch.chat import encode_conversation
 from rsearch.lm import sample_completions
+from rsearch.tasks.rater import rate_detail
 
 
 def implicit_reward_accuracy(pre, post, tokenizer, pairs: Sequence, *, beta: float, batch_size: int = 16,
@@ -35,8 +36,6 @@ def implicit_reward_accuracy(pre, post, tokenizer, pairs: Sequence, *, beta: flo
 
 def _rated(rater_spec: str, rater, prompts: Sequence, texts: Sequence[str]) -> dict[str, list[float]]:
     if rater_spec == "tasks":
-        from rsearch.tasks.rater import rate_detail
-
         details = [rate_detail(list(p), t) for p, t in zip(prompts, texts, strict=True)]
         return {part: [float(d[part]) for d in details] for part in ("score", "correct", "style")}
     return {"score": [float(s) for s in rater.rate([list(p) for p in prompts], list(texts))]}

@@ -28,14 +28,16 @@ from rsearch.config import (Config, add_config_arguments, check, check_device, c
 from rsearch.errors import RsearchError, one_line
 from rsearch.io_utils import check_out_dir, output_dir, save_figure, write_json
 from rsearch.searcher import DEFAULT_LOGPROB_WEIGHT, Budget, Objective, SearchResult
-from rsearch.models import load_config, load_tokenizer, resolve_dtype
+from rsearch.models import load_config, load_model, load_tokenizer, resolve_dtype
 from rsearch.probes import load_probe
 from rsearch.scorer import probe_model_mismatch
 from rsearch.chat import context_length, encode_conversation
 from rsearch.distributed import RayPool, SearchSpec, ensure_ray, run_many
 from rsearch.strategies.base import make_strategy
 from rsearch.positions import parse_position
-from rsearch.raters import check_spec
+from rsearch.raters import check_spec, load_rater
+from rsearch.analysis.stats import paired_summary
+from rsearch.lm import sample_completions
 
 log = logging.getLogger("rsearch.run")
 
@@ -286,11 +288,6 @@ def check_with_rater(args: RunConfig, meta: dict[str, Any], results: list[Search
     """The true reward of what was found: per prefix, the mean rated reward of `check_samples` answers sampled
     from the model to the found prompt and to the bare prefix (the same seeds), or of the found completion and of
     one answer sampled to the prefix; their paired difference over prefixes."""
-    from rsearch.analysis.stats import paired_summary
-    from rsearch.lm import sample_completions
-    from rsearch.models import load_model
-    from rsearch.raters import load_rater
-
     rater = load_rater(args.rater, device=args.device, dtype=args.dtype, batch_size=args.batch_size)
     model, tok = load_model(args.model or meta["model"], args.dtype, args.device,
                             None if args.model else meta.get("revision"))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rsearch.analysis.policy_gain import implicit_reward_accuracy, reward_gain
 from rsearch.config import Config, add_config_arguments, check, check_device, config_from_args, setting
 from rsearch.data import FeedbackPair, load_splits
 from rsearch.errors import RsearchError
@@ -216,8 +217,6 @@ def _save_model(model, tokenizer, out: Path) -> None:
 
 
 def _evaluate(cfg: TrainPolicyConfig, post, tokenizer, splits) -> dict[str, Any]:
-    from rsearch.analysis.policy_gain import implicit_reward_accuracy, reward_gain
-
     pre, _ = load_model(cfg.model, cfg.dtype, cfg.device, cfg.revision)
     result: dict[str, Any] = {}
     beta = cfg.beta if cfg.scheme != "sft" else 1.0
