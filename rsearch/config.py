@@ -8,6 +8,7 @@ marked `runtime=True`, which change how a job runs but never what it computes).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 import argparse
@@ -67,8 +68,10 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             raise RsearchError(f"{name}: expected a number, got {value!r}")
         try:
             out = annotation(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise RsearchError(f"{name}: expected {annotation.__name__}, got {value!r}") from None
+        if annotation is float and not math.isfinite(out):  # nan compares false with every bound a check sets
+            raise RsearchError(f"{name}: must be a finite number, got {value!r}")
         if annotation is int and isinstance(value, float) and value != out:
             raise RsearchError(f"{name}: expected an integer, got {value!r}")
         return out
@@ -201,8 +204,9 @@ def config_from_args(args: argparse.Namespace, cls: type[T], section: str) -> T:
     """`--config FILE` (its `section:` mapping, or its top level), then every flag given, into one `cls`."""
     data: dict[str, Any] = {}
     if getattr(args, "config", None):
-        raw = load_yaml(find_config(args.config))
-        data = dict(raw[section] if section in raw else raw)
+        path = find_config(args.config)
+        raw = load_yaml(path)
+        data = load_yaml(path, section) if section in raw else raw
     for f, _ in _cli_fields(cls):
         if hasattr(args, f.name):
             data[f.name] = getattr(args, f.name)
@@ -268,9 +272,14 @@ def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RsearchError(f"{p}: expected a mapping at the top level")
     if section is not None:
-        data = data.get(section) or {}
+        if section not in data:
+            return {}
+        data = data[section]
+        if data is None:
+            raise RsearchError(f"{p}: section {section!r} is empty (give its settings, or leave the section out)")
         if not isinstance(data, dict):
-            raise RsearchError(f"{p}: section {section!r} must be a mapping")
+            raise RsearchError(f"{p}: section {section!r} must be a mapping of settings, got a "
+                               f"{type(data).__name__}")
     return data
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
+import logging
 import math
 import random
 import time
@@ -33,7 +35,7 @@ import torch
 
 from rsearch.config import Config, check
 from rsearch.errors import RsearchError
-from rsearch.io_utils import append_jsonl, read_jsonl, write_text
+from rsearch.io_utils import append_jsonl, write_text
 from rsearch.lm import sample_tokens
 from rsearch.positions import Position
 from rsearch.scorer import ProbeScorer, Scores
@@ -528,18 +530,27 @@ class ResultLog:
         self.dir = Path(run_dir)
         self.path = self.dir / "results.jsonl"
         self.dir.mkdir(parents=True, exist_ok=True)
-        records = read_jsonl(self.path)
-        if records and not resume:
-            raise RsearchError(f"{self.dir} already holds {len(records)} results: pass --resume to continue "
-                               "that run, or choose another --out")
-        if self.path.exists():
-            text = self.path.read_text()
-            complete = "".join(line + "\n" for line in text.splitlines()[: len(records)])
-            if text != complete:  # a torn last line from a crash: cut it off before appending
-                write_text(self.path, complete)
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
         self._done: dict[int, SearchResult] = {}
-        for r in records:
-            self._done.setdefault(int(r["index"]), SearchResult.from_dict(r["result"]))
+        kept, damaged = [], []
+        for n, line in enumerate(lines, 1):
+            try:
+                r = json.loads(line)
+                index, result = int(r["index"]), SearchResult.from_dict(r["result"])
+            except (ValueError, KeyError, TypeError, RsearchError):
+                damaged.append(n)
+                continue
+            kept.append(line)
+            self._done.setdefault(index, result)
+        if kept and not resume:
+            raise RsearchError(f"{self.dir} already holds {len(kept)} results: pass --resume to continue "
+                               "that run, or choose another --out")
+        if damaged and damaged != [len(lines)]:  # a torn last line is a crash's; anything else is damage
+            logging.getLogger("rsearch.search").warning(
+                f"{self.path}: {len(damaged)} damaged line(s) skipped (line {', '.join(map(str, damaged[:5]))}"
+                f"{' …' if len(damaged) > 5 else ''}); their prefixes are searched again")
+        if damaged:  # rewrite without them before appending
+            write_text(self.path, "".join(line + "\n" for line in kept))
 
     def done(self) -> dict[int, SearchResult]:
         """Results already in the file, by prefix index."""

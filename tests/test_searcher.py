@@ -173,6 +173,23 @@ def test_resumed_run_equals_uninterrupted(searcher, tmp_path):
     assert ResultLog(run, resume=True).done()[3] == full[3]
 
 
+def test_damaged_lines_mid_file_are_skipped_counted_and_searched_again(searcher, tmp_path, caplog):
+    full = searcher.optimize_many(PREFIXES, run_dir=tmp_path / "full")
+    run = tmp_path / "damaged"
+    searcher.optimize_many(PREFIXES, run_dir=run)
+    lines = (run / "results.jsonl").read_text().splitlines()
+    lines[1] = "garbage {"
+    lines[2] = '{"index": 2, "prefix": "list some", "result": {"nonsense": 1}}'  # JSON, but no result
+    (run / "results.jsonl").write_text("\n".join(lines) + "\n")
+    seen = []
+    with caplog.at_level("WARNING"):
+        resumed = searcher.optimize_many(PREFIXES, run_dir=run, resume=True, on_result=seen.append)
+    assert "2 damaged line(s) skipped (line 2, 3)" in caplog.text
+    assert sorted(r.prefix for r in seen) == sorted(PREFIXES[1:3]) and resumed == full
+    indices = [json.loads(line)["index"] for line in (run / "results.jsonl").read_text().splitlines()]
+    assert sorted(indices) == [0, 1, 2, 3]
+
+
 def test_empty_prefix_is_refused(searcher):
     with pytest.raises(RsearchError, match="empty prefix"):
         searcher.optimize("  ")
