@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from pathlib import Path
 
 import torch
@@ -102,6 +103,10 @@ def load_model(
     try:
         tokenizer = load_tokenizer(name, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
+    except pickle.UnpicklingError:
+        raise RsearchError(f"cannot load model {name!r}: its weights are a pickle holding more than tensors, which "
+                           "rsearch never unpickles (weights_only); save them as safetensors where the file is "
+                           "trusted") from None
     except (OSError, ValueError) as e:
         raise RsearchError(f"cannot load model {name!r}: {one_line(e)}") from None
     if tokenizer.pad_token_id is None:

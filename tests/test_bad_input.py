@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from rsearch.cli import main
@@ -65,6 +66,19 @@ def inputs(tiny_search, tmp_path_factory):
     (d / "huge.yaml").write_text("demo:\n  seed: 1\n" + "# padding\n" * 120_000)
     (d / "unknown_strategy.yaml").write_text("demo:\n  search:\n    strategies: [random, beam, gcgg]\n")
     (d / "unknown_stage.yaml").write_text("demo:\n  stages: [nowhere.at_all:Stage]\n")
+    (d / "empty_section.yaml").write_text("train_probe:\n")
+    (d / "list_section.yaml").write_text("train_probe:\n  - max_train\n")
+    (d / "list_subsection.yaml").write_text("demo:\n  compare: [1, 2]\n")
+    (d / "not_utf8.txt").write_bytes(b"hello \xff\xfe\n")
+    write_jsonl(d / "int_prefix.jsonl", [{"prefix": 5}])
+    # a model whose weights are a pickle with a payload (never executed: weights_only)
+    pickled = d / "pickled_model"
+    shutil.copytree(model_dir, pickled)
+    state = {k: v for k, v in load_file(str(pickled / "model.safetensors")).items()}
+    state["evil"] = _Evil()
+    with open(pickled / "pytorch_model.bin", "wb") as f:
+        pickle.dump(state, f, protocol=2)
+    (pickled / "model.safetensors").unlink()
     # a GPT-2 with 64 positions, and rows far longer than that
     gpt2 = d / "gpt2"
     tok = tiny_tokenizer()
@@ -188,6 +202,25 @@ CASES = [
     ("out-read-only-run", lambda w, o, ro: run(w, ro / "sub"), "is not writable"),
     ("out-is-a-file-organism", lambda w, o, ro: ["organism", "build", "--size", "tiny", "--out",
                                                  str(w["dir"] / "a_file")], "exists and is not a directory"),
+    # round three (issue 23, item 8)
+    ("yaml-empty-section", lambda w, o, ro: train(w, o, "--config", str(w["dir"] / "empty_section.yaml")),
+     "section 'train_probe' is empty"),
+    ("yaml-list-section", lambda w, o, ro: train(w, o, "--config", str(w["dir"] / "list_section.yaml")),
+     "section 'train_probe' must be a mapping of settings, got a list"),
+    ("yaml-list-subsection", lambda w, o, ro: ["demo", "--config", str(w["dir"] / "list_subsection.yaml"),
+                                               "--out", str(o)], "demo.compare: expected a mapping"),
+    ("alphas-nan", lambda w, o, ro: ["steer", "--probe", w["probe"], "--alphas=-1,0,nan", "--out", str(o)],
+     "steer.alphas: must be a finite number, got 'nan'"),
+    ("alphas-inf", lambda w, o, ro: ["steer", "--probe", w["probe"], "--alphas=-inf,0,1", "--out", str(o)],
+     "must be a finite number, got '-inf'"),
+    ("set-temperature-inf", lambda w, o, ro: run(w, o, "--set", "temperature=inf"),
+     "beam.temperature: must be a finite number"),
+    ("set-int-overflow", lambda w, o, ro: run(w, o, "--set", "width=1e999"), "beam.width: expected int"),
+    ("prefixes-not-utf8", lambda w, o, ro: run(w, o, "--prefixes", str(w["dir"] / "not_utf8.txt")), "not UTF-8"),
+    ("prefixes-non-string", lambda w, o, ro: run(w, o, "--prefixes", str(w["dir"] / "int_prefix.jsonl")),
+     "expected a JSON object with a 'prefix' string"),
+    ("model-weights-pickled", lambda w, o, ro: train(w, o, "--model", str(w["dir"] / "pickled_model")),
+     "its weights are a pickle holding more than tensors"),
     # context length
     ("prefix-longer-than-context", lambda w, o, ro: run(w, o, "--prefix", "hello " * 25_000),
      "no room left in the model's context of 128"),

@@ -146,14 +146,20 @@ def read_prefixes(args: RunConfig) -> list[str]:
         path = Path(args.prefixes)
         if not path.is_file():
             raise RsearchError(f"prefixes file not found: {path}")
-        lines = path.read_text().splitlines()
+        try:
+            lines = path.read_bytes().decode("utf-8").splitlines()
+        except UnicodeDecodeError as e:
+            raise RsearchError(f"{path}: not UTF-8 text (byte {e.start})") from None
         if path.suffix == ".jsonl":
             for n, line in enumerate(lines, 1):
                 if line.strip():
                     try:
-                        prefixes.append(json.loads(line)["prefix"])
+                        value = json.loads(line)["prefix"]
                     except (json.JSONDecodeError, KeyError, TypeError):
-                        raise RsearchError(f"{path}:{n}: expected a JSON object with a 'prefix'") from None
+                        value = None
+                    if not isinstance(value, str):
+                        raise RsearchError(f"{path}:{n}: expected a JSON object with a 'prefix' string")
+                    prefixes.append(value)
         else:
             prefixes += [line for line in lines if line.strip()]
     if not prefixes and not args.prefixes:
