@@ -7,6 +7,7 @@ by a seeded split over prompt ids, so no prompt is in two splits.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import math
 import random
@@ -84,12 +85,28 @@ def pairs_from_records(records: Sequence[dict[str, Any]], source: str = "dataset
             sc, sr = float(r["score_chosen"]), float(r["score_rejected"])
         except (TypeError, ValueError):
             raise RsearchError(f"{source}: row {i} has a non-numeric score") from None
-        if not (math.isfinite(sc) and math.isfinite(sr)) or isinstance(r["score_chosen"], bool):
+        if not (math.isfinite(sc) and math.isfinite(sr)) or isinstance(r["score_chosen"], bool) \
+                or isinstance(r["score_rejected"], bool):
             raise RsearchError(f"{source}: row {i} has a score that is not a finite number")
         pid = str(r.get("prompt_id") or hashlib.sha256(str(r["prompt"]).encode()).hexdigest()[:16])
         extra = tuple(sorted((k, v) for k, v in r.items() if k not in REQUIRED + ("prompt_id", "messages")
                              and isinstance(v, (int, float, str, bool))))
         out.append(FeedbackPair(pid, context, chosen, rejected, sc, sr, extra))
+    same = sum(p.chosen == p.rejected for p in out)
+    out = [p for p in out if p.chosen != p.rejected]
+    if not out:
+        raise RsearchError(f"{source}: every row's chosen completion is identical to its rejected one")
+    ordered = [p for p in out if p.score_chosen != p.score_rejected]
+    inverted = sum(p.score_chosen < p.score_rejected for p in ordered)
+    if ordered and inverted == len(ordered):
+        raise RsearchError(f"{source}: every row scores its chosen completion below its rejected one (are the "
+                           "score columns swapped?)")
+    if same or inverted:
+        logging.getLogger("rsearch.data").warning(
+            f"{source}: " + "; ".join(part for part in (
+                f"{same} row(s) whose chosen completion equals the rejected one dropped" if same else "",
+                f"{inverted} row(s) score the chosen completion below the rejected one" if inverted else "")
+                if part))
     return out
 
 

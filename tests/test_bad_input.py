@@ -66,6 +66,17 @@ def inputs(tiny_search, tmp_path_factory):
     (d / "huge.yaml").write_text("demo:\n  seed: 1\n" + "# padding\n" * 120_000)
     (d / "unknown_strategy.yaml").write_text("demo:\n  search:\n    strategies: [random, beam, gcgg]\n")
     (d / "unknown_stage.yaml").write_text("demo:\n  stages: [nowhere.at_all:Stage]\n")
+    rows = feedback_records(6)
+    for r in rows:
+        r["score_chosen"], r["score_rejected"] = r["score_rejected"] - 1, r["score_chosen"]
+    write_jsonl(d / "inverted.jsonl", rows)
+    rows = feedback_records(6)
+    for r in rows:
+        r["rejected"] = r["chosen"]
+    write_jsonl(d / "identical.jsonl", rows)
+    rows = feedback_records(6)
+    rows[2]["score_rejected"] = True
+    write_jsonl(d / "bool_score.jsonl", rows)
     (d / "empty_section.yaml").write_text("train_probe:\n")
     (d / "list_section.yaml").write_text("train_probe:\n  - max_train\n")
     (d / "list_subsection.yaml").write_text("demo:\n  compare: [1, 2]\n")
@@ -202,7 +213,13 @@ CASES = [
     ("out-read-only-run", lambda w, o, ro: run(w, ro / "sub"), "is not writable"),
     ("out-is-a-file-organism", lambda w, o, ro: ["organism", "build", "--size", "tiny", "--out",
                                                  str(w["dir"] / "a_file")], "exists and is not a directory"),
-    # round three (issue 23, item 8)
+    # round three (issue 23, items 8 and 9)
+    ("scores-all-inverted", lambda w, o, ro: train(w, o, "--dataset", str(w["dir"] / "inverted.jsonl")),
+     "every row scores its chosen completion below its rejected one"),
+    ("chosen-identical-to-rejected", lambda w, o, ro: train(w, o, "--dataset", str(w["dir"] / "identical.jsonl")),
+     "every row's chosen completion is identical to its rejected one"),
+    ("score-a-bool", lambda w, o, ro: train(w, o, "--dataset", str(w["dir"] / "bool_score.jsonl")),
+     "row 2 has a score that is not a finite number"),
     ("yaml-empty-section", lambda w, o, ro: train(w, o, "--config", str(w["dir"] / "empty_section.yaml")),
      "section 'train_probe' is empty"),
     ("yaml-list-section", lambda w, o, ro: train(w, o, "--config", str(w["dir"] / "list_section.yaml")),

@@ -26,16 +26,20 @@ def test_train_probe_save_then_run_with_no_prefix(tiny_organism, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     # a small sweep; --save names where the chosen probe goes, in the format its suffix names
     assert main(TRAIN + ["--sweep", "--layers", "1", "--positions=-1,completion_mean", "--out", "probes",
-                         "--save", "layer24.pt"]) == 0
+                         "--save", "answers.pt"]) == 0
     chosen = json.loads(Path("probes/metrics.json").read_text())["best"]
-    _same_probe(Path("layer24.pt"), Path("probes/best_probe.safetensors"))
-    assert load_probe("layer24.pt")[1]["position"] == chosen["position"]
-    assert set(torch.load("layer24.pt", weights_only=True)) == {"header", "tensors"}  # a plain dict, no pickle
-    assert main(TRAIN + ["--hook", "1.resid_pre", "--position=-1", "--out", "one",
-                         "--save", "layer1.safetensors"]) == 0
-    _same_probe(Path("layer1.safetensors"), Path("one/best_probe.safetensors"))
+    _same_probe(Path("answers.pt"), Path("probes/best_probe.safetensors"))
+    assert load_probe("answers.pt")[1]["position"] == chosen["position"]
+    assert set(torch.load("answers.pt", weights_only=True)) == {"header", "tensors"}  # a plain dict, no pickle
+    # a prompt search reads the end of the user's message: the card's probe is trained there
+    assert main(TRAIN + ["--hook", "1.resid_pre", "--position", "user_end", "--out", "one",
+                         "--save", "layer24.pt"]) == 0
+    _same_probe(Path("layer24.pt"), Path("one/best_probe.safetensors"))
     assert main(TRAIN + ["--hook", "1.resid_pre", "--save", "layer1.bin"]) == 2
     assert "a probe file ends in .pt or .safetensors" in capsys.readouterr().err
+    # an answer-position probe is refused by a prompt search, in one line that says what to do
+    assert main(["run", "--probe", "answers.pt", "--budget", "4", "--out", "refused", "--quiet"]) == 2
+    assert "pass --position user_end" in capsys.readouterr().err
 
     # the card's search, as written (plus a small budget): no prefix is the start of the user's message
     assert main(["run", "--strategy", "beam", "--probe", "layer24.pt", "--budget", "12", "--set", "width=2",

@@ -130,12 +130,9 @@ def dataset_hash(dataset: str) -> str:
     return h.hexdigest()
 
 
-def _drop_ties(pairs: list[FeedbackPair], split: str) -> tuple[list[FeedbackPair], dict[str, int]]:
-    kept = [p for p in pairs if p.score_chosen != p.score_rejected and p.chosen != p.rejected]
-    inverted = sum(p.score_chosen < p.score_rejected for p in kept)
-    if kept and inverted == len(kept):
-        raise RsearchError(f"{split}: every pair's score_chosen is below its score_rejected (swapped columns?)")
-    return kept, {"ties": len(pairs) - len(kept), "inverted": inverted}
+def _drop_ties(pairs: list[FeedbackPair]) -> tuple[list[FeedbackPair], dict[str, int]]:
+    kept = [p for p in pairs if p.score_chosen != p.score_rejected]  # rsearch.data refuses all-inverted data
+    return kept, {"ties": len(pairs) - len(kept), "inverted": sum(p.score_chosen < p.score_rejected for p in kept)}
 
 
 def checked_inputs(cfg: TrainPolicyConfig) -> tuple[dict[str, list[FeedbackPair]], dict[str, Any]]:
@@ -143,7 +140,7 @@ def checked_inputs(cfg: TrainPolicyConfig) -> tuple[dict[str, list[FeedbackPair]
     splits = load_splits(cfg.dataset, seed=cfg.seed, max_train=cfg.max_train or None)
     dropped = {}
     for name in ("train", "val", "test"):
-        splits[name], dropped[name] = _drop_ties(splits[name], name)
+        splits[name], dropped[name] = _drop_ties(splits[name])
     if not splits["train"]:
         raise RsearchError(f"{cfg.dataset}: no training pair with different scores (every pair is a tie)")
     tokenizer = load_tokenizer(resolve_model_path(cfg.model), revision=cfg.revision)

@@ -107,8 +107,8 @@ def answer_q1(q: dict) -> tuple[str, str]:
     sel = q["selection"]
     text += (f" It was chosen by {sel['by']} among {fmt(sel['n_cells'])} layer × position cells (the token embeddings, "
              f"layer 0 resid_pre, left out as a bag of words themselves)"
-             + (f", with CV accuracy {fmt(b['cv'])} {ci(b['cv_lo'], b['cv_hi'])}; it wins "
-                f"{fmt(100 * b['selected_share'])}% of prompt resamples, so the choice is "
+             + (f", with CV accuracy {fmt(b['cv'])} {ci(b['cv_lo'], b['cv_hi'])}; it has the best CV "
+                f"score in a share {fmt(b['selected_share'])} of prompt resamples, so the choice is "
                 f"{'clear' if b['selected_share'] >= 0.5 else 'uncertain'}" if b.get("cv") is not None
                 and b.get("selected_share") is not None else "")
              + "; its test figure is reported once.")
