@@ -385,10 +385,38 @@ class UserEndTarget(Record):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlantedShare(Record):
+    """One strength of the planted signal: its share of the activation variance, the share of plants Q1's rule
+    detected, and the SNR along the planted direction. (In SweepResult.baselines.planted.curve.)"""
+    share: float
+    detected: float
+    hits: int
+    snr: float | None = ABSENT
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlantedPower(Record):
+    """The best answer-position cell's planted-signal power (rsearch.analysis.planted_power): the minimal detectable
+    effect (None: not reached by max_share). (In SweepResult.baselines.planted; the report's Q1.mde.)"""
+    mde: float | None
+    curve: list[PlantedShare]
+    n_plants: int
+    power: float
+    alpha: float
+    max_share: float
+    hook: str
+    position: str
+    text_baseline: str
+    signal: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class SweepBaselines(Record):
-    """The sweep's baselines: on the test pairs, and for the user_end target. (In SweepResult.baselines.)"""
+    """The sweep's baselines: on the test pairs, and for the user_end target; the planted-signal power of the
+    best cell. (In SweepResult.baselines.)"""
     pairs: PairBaselines | None = ABSENT
     user_end: UserEndTarget | None = ABSENT
+    planted: PlantedPower | None = ABSENT
 
 
 

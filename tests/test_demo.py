@@ -67,6 +67,13 @@ def test_stages_outputs_and_report(demo):
     assert html.count("data:image/png;base64,") == len(report["figures"]) >= 5
     assert not re.search(r"src=['\"](?!data:)", html)  # self-contained
     assert [a["id"] for a in report["answers"]] == ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6"]
+    md = (out / "report.md").read_text()
+    assert md.index("## At a glance") < md.index("## Answers")  # the first screen: one row per question
+    assert all(len(a["glance"]) == 3 and a["glance"][0] != "—" for a in report["answers"])
+    mde = report["Q1"]["mde"]  # the best cell's planted-signal power, beside its verdict
+    assert mde["hook"] == f"blocks.{report['Q1']['best']['layer']}.hook_resid_pre" and mde["curve"]
+    assert ("MDE" if mde["mde"] is not None else "no detection") in report["answers"][0]["glance"][2]
+    assert "Power: a " in report["answers"][0]["answer"]
     for a in report["answers"]:
         assert a["answer"] in (out / "report.md").read_text()
     # every strategy ran at the same budget and was checked with the true rater

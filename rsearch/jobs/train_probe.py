@@ -50,6 +50,7 @@ from rsearch.results import SweepResult
 from rsearch.subjects import resolve_subjects
 from rsearch.raters import check_spec, load_rater
 from rsearch.probes import ProbeData, evaluate, fit_probe, load_probe, predict, save_probe, with_controls
+from rsearch.analysis.planted_power import PlantedPowerConfig, planted_power
 from rsearch.probes.cross_validation import cv_summary, out_of_fold, selection_frequency
 from rsearch.analysis.baselines import (LABELS, accuracies, against_baselines, logprob_scores, pair_margins,
                                         pair_truth, strongest_text, text_baseline_scores)
@@ -130,6 +131,8 @@ class TrainProbeConfig(Config):
                                                     "(default all)")
     max_new_tokens: int = setting(64, help="length cap of the sampled answers")
     sample_batch_size: int = setting(64, help="sequences per sampling batch")
+    planted_plants: int = setting(5, help="planted-signal power of the best answer-position cell: random "
+                                  "directions per strength (0: off); see rsearch.analysis.planted_power")
     seed: int = setting(0)
     out: str = setting("runs/train-probe", runtime=True, help="output directory")
     save: str = setting("", runtime=True, metavar="FILE", help="also write the chosen (best) probe to this file "
@@ -155,6 +158,7 @@ class TrainProbeConfig(Config):
         check(self.expected_reward_k >= 2, "expected_reward_k: need at least 2 answers per prompt (split-half)")
         check(self.expected_reward_max_train is None or self.expected_reward_max_train >= 10,
               "expected_reward_max_train: need at least 10 prompts")
+        check(self.planted_plants >= 0, f"planted_plants: 0 (off) or more, got {self.planted_plants}")
         check(self.max_new_tokens >= 1 and self.sample_batch_size >= 1,
               "max_new_tokens/sample_batch_size: must be at least 1")
         check_spec(self.rater)
@@ -359,6 +363,8 @@ def train_probes(cfg: TrainProbeConfig, models: ModelCache | None = None) -> Tra
 
     table = with_selection_shares(table, families, cfg.seed)
     best = choose_best(table, cfg.objective)
+    if cfg.planted_plants and best.objective != "regression" and best.position not in PROMPT_ONLY:
+        baselines["planted"] = _planted(cfg, best, store, encoded, offsets, pair_margins_of)
     best_path = out / "best_probe.safetensors"
     with atomic_path(best_path) as tmp:
         tmp.write_bytes(Path(best.path).read_bytes())
@@ -425,6 +431,27 @@ def _pooled(data: dict[str, ProbeData], encoded, prompts, objective: str, prompt
         groups = per_pair if objective != "regression" else [g for g in per_pair for _ in range(2)]
     target = None if objective != "regression" else pooled.y.double().numpy()
     return pooled, groups, target
+
+
+def _planted(cfg: TrainProbeConfig, best: ProbeRow, store, encoded, offsets, margins_of: dict[str, Any]
+             ) -> dict[str, Any] | None:
+    """Planted-signal power of the best cell against its strongest text baseline (None without one): the true
+    reward planted where every pair carries it, else the label."""
+    text = strongest_text(best.vs_baselines)
+    if text is None:
+        return None
+    hook, position = parse_hook(best.hook), parse_position(best.position)
+    data = {name: probe_data(store.tensor(hook, position, list(offsets[name])), encoded[name][1], encoded[name][0],
+                             best.objective) for name in offsets}
+    pairs = [p for name in offsets for p in encoded[name][1]]
+    truth = all(p.get("true_score_chosen") is not None and p.get("true_score_rejected") is not None for p in pairs)
+    signal = {name: (torch.tensor([float(p.get(k)) for p in encoded[name][1]
+                                   for k in ("true_score_chosen", "true_score_rejected")]) if truth
+                     else torch.tensor([1.0, 0.0] * len(encoded[name][1]))) for name in offsets}
+    power = planted_power(cfg.probe_kind, data, signal, margins_of[text[0]], fit_config_of(cfg, best.objective),
+                          PlantedPowerConfig(n_plants=cfg.planted_plants, seed=cfg.seed))
+    return {**power, "hook": best.hook, "position": best.position, "text_baseline": text[0],
+            "signal": "true reward" if truth else "label"}
 
 
 # ----- baselines of the pairs (completion positions) -----
@@ -698,6 +725,13 @@ def main(args) -> int:
     else:
         print(f"best (by validation, token embeddings left out): {b.hook} @ {b.position} → "
               f"{result.out_dir / 'best_probe.safetensors'}")
+    planted = result.baselines.get("planted")
+    if planted:
+        at = planted["curve"][-1]
+        print(f"power: a {planted['signal']} direction planted in {planted['hook']} @ {planted['position']} beats "
+              f"{planted['text_baseline']} in {at['detected']:.0%} of {planted['n_plants']} plants at share "
+              f"{at['share']:.2g} of the variance; minimal detectable effect "
+              + (f"{planted['mde']:.2g}" if planted["mde"] is not None else f"> {planted['max_share']:.2g}"))
     if cfg.save:
         print(f"saved the best probe to {cfg.save}")
     print(f"metrics: {result.out_dir / 'metrics.csv'}")

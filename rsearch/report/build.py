@@ -39,5 +39,7 @@ def answers(report: dict[str, Any], stages: Sequence[Stage] | None = None) -> li
     for stage in report_stages(report) if stages is None else stages:
         if stage.report_id and report.get(stage.report_id):
             v, text = stage.answer(report[stage.report_id])
-            out.append({"id": stage.report_id, "question": stage.question, "verdict": v, "answer": text})
+            glance = stage.glance(report[stage.report_id])
+            out.append({"id": stage.report_id, "question": stage.question, "verdict": v, "answer": text,
+                        "glance": list(glance) if glance else ["—", "—", "—"]})
     return out

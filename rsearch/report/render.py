@@ -32,8 +32,18 @@ def _subject_line(r: dict) -> str:
                                                    if r["reused_stages"] else "."))
 
 
+GLANCE_HEADER = ["question", "verdict", "headline [95% CI]", "beside its strongest null", "power or control"]
+
+
+def _glance_rows(r: dict) -> list[list[str]]:
+    """The first screen: each question's verdict, headline number, strongest null and power or control."""
+    return [[a["id"], a["verdict"], *a.get("glance", ["—", "—", "—"])] for a in r["answers"]]
+
+
 def render_markdown(r: dict) -> str:
-    lines = [f"# {r['title']}", "", _subject_line(r), "", "## Answers", ""]
+    lines = [f"# {r['title']}", "", _subject_line(r), "", "## At a glance", "", _md_table(GLANCE_HEADER,
+                                                                                        _glance_rows(r)), "",
+             "## Answers", ""]
     for a in r["answers"]:
         lines += [f"**{a['id']}. {a['question']}**", "", a["answer"], ""]
     for a, table, figures in _sections(r):
@@ -62,6 +72,12 @@ def _inline_html(text: str) -> str:
     return "".join(out)
 
 
+def _html_table(head: list[str], rows: list[list[str]]) -> str:
+    return ("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>" for row in rows)
+            + "</table>")
+
+
 def render_html(r: dict, out: Path) -> str:
     css = ("body{font-family:system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;line-height:1.45;"
            "color:#222}table{border-collapse:collapse;margin:.6em 0;font-size:.85em}td,th{border:1px solid #ccc;"
@@ -70,14 +86,14 @@ def render_html(r: dict, out: Path) -> str:
            ".verdict{font-weight:bold;text-transform:uppercase;font-size:.8em;color:#4C72B0}img{max-width:100%}")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(r['title'])}</title>"
              f"<style>{css}</style></head><body>", f"<h1>{html.escape(r['title'])}</h1>",
-             f"<p>{_inline_html(_subject_line(r))}</p>", "<h2>Answers</h2>"]
+             f"<p>{_inline_html(_subject_line(r))}</p>", "<h2>At a glance</h2>", _html_table(GLANCE_HEADER,
+                                                                                             _glance_rows(r)),
+             "<h2>Answers</h2>"]
     for a in r["answers"]:
         parts.append(f"<div class='answer'><p><b>{a['id']}. {html.escape(a['question'])}</b> "
                      f"<span class='verdict'>{html.escape(a['verdict'])}</span></p><p>{_inline_html(a['answer'])}</p></div>")
     for a, (head, rows), figures in _sections(r):
-        parts.append(f"<h2>{a['id']}: details</h2><table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-                     + "</tr>" + "".join("<tr>" + "".join(f"<td>{_inline_html(c)}</td>" for c in row) + "</tr>"
-                                         for row in rows) + "</table>")
+        parts.append(f"<h2>{a['id']}: details</h2>" + _html_table(head, rows))
         for f in figures:
             if f in r["figures"]:
                 data = base64.b64encode((Path(out) / r["figures"][f]).read_bytes()).decode()

@@ -60,6 +60,15 @@ def _slope(s: dict) -> str:
     return f"{fmt_signed(s['mean'])} {ci(s['lo'], s['hi'], True)}"
 
 
+def glance_q6(q: dict) -> tuple[str, str, str]:
+    sl = q["slopes"]
+    key, what = ("probe_score", "probe score") if q["verdict"] == "unchecked" else ("true_reward", "reward")
+    t = sl.get(key) or {}
+    if "probe" not in t:
+        return "—", "—", "—"
+    return (f"{what} {_slope(t['probe'])} per unit α", f"random directions {_slope(t['random'])}",
+            f"shuffled-label probe {_slope(t['shuffled'])}" if "shuffled" in t else "—")
+
 def answer_q6(q: dict) -> tuple[str, str]:
     sl, ends = q["slopes"], q["ends"]
     setup = (f"Steering the {q['model']}-RL model at `{q['hook']}` (from `{q['positions_from']}` on) with α × the "
@@ -165,4 +174,5 @@ class CausalStage(Stage):
         return causal_numbers(results["causal"])
 
     answer = staticmethod(answer_q6)
+    glance = staticmethod(glance_q6)
     table = staticmethod(q6_table)

@@ -29,6 +29,15 @@ def q2_numbers(compare: ComparisonResult) -> dict[str, Any]:
             "length_verdict": verdict(m["length"]["ci_lo"], m["length"]["ci_hi"])}
 
 
+def glance_q2(q: dict) -> tuple[str, str, str]:
+    m = q["metrics"]
+    p, L = m["probe_score"], m["length"]
+    t = m.get("true_reward") if q.get("true_verdict") is not None else None
+    control = (f"true reward {fmt_signed(t['diff'])} {ci(t['ci_lo'], t['ci_hi'], True)}" if t else "no rater") + (
+        f"; DPO sanity check {'passed' if q['dpo_sanity_check']['passed'] else 'FAILED'}")
+    return (f"probe score post − pre {fmt_signed(p['diff'])} {ci(p['ci_lo'], p['ci_hi'], True)}",
+            f"length {fmt_signed(L['diff'])} {ci(L['ci_lo'], L['ci_hi'], True)} tokens", control)
+
 def answer_q2(q: dict) -> tuple[str, str]:
     p, m = q["metrics"]["probe_score"], q["metrics"]
     stat = (f"mean probe score {fmt(p['mean_pre'])} (pre) vs {fmt(p['mean_post'])} (post), paired difference "
@@ -105,4 +114,5 @@ class CompareStage(Stage):
         return q2_numbers(results["compare"])
 
     answer = staticmethod(answer_q2)
+    glance = staticmethod(glance_q2)
     table = staticmethod(q2_table)

@@ -75,6 +75,13 @@ def q4_numbers(direction: DirectionResult, best_layer: int | None = None) -> dic
     return q4
 
 
+def glance_q4(q: dict) -> tuple[str, str, str]:
+    s = q["strongest"]
+    shuffled = (f"shuffled-label probes up to {fmt(s['shuffled_abs_cos_family95'])}" if s.get("n_shuffled")
+                else "—")
+    return (f"cos {fmt_signed(s['cos'])} at layer {fmt(s['layer'])}",
+            f"random directions |cos| up to {fmt(s['null_abs_cos_family95'])}", shuffled)
+
 def answer_q4(q: dict) -> tuple[str, str]:
     s = q["strongest"]
     sh = (f", shuffled-label probes (n = {fmt(s['n_shuffled'])}) mean |cos| {fmt(s['shuffled_abs_cos_mean'])}, "
@@ -157,4 +164,5 @@ class DirectionStage(Stage):
         return q4_numbers(results["direction"], results["probes"].best["layer"])
 
     answer = staticmethod(answer_q4)
+    glance = staticmethod(glance_q4)
     table = staticmethod(q4_table)

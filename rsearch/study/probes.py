@@ -63,7 +63,7 @@ def q1_numbers(sweep: SweepResult) -> dict[str, Any]:
                       "n_cells": len(eligible), "n_embedding_cells": sum(1 for g in grid if g["embedding"])},
         "top": by_score[:3], "baselines": pairs.get("scores", {}), "baseline_labels": pairs.get("labels", {}),
         "truth_known": pairs.get("truth_known", False), "minimal_known": pairs.get("minimal_known", False),
-        "alpha": ALPHA,
+        "alpha": ALPHA, "mde": sweep.baselines.get("planted"),
     }
     q1["vs_text"] = versus(best.get("test_pairwise_acc"), best.get("text_acc"), best.get("p_vs_text"))
     q1["vs_dpo"] = versus(best.get("test_pairwise_acc"), best.get("dpo_acc"), best.get("p_vs_dpo"))
@@ -85,6 +85,31 @@ def q1_numbers(sweep: SweepResult) -> dict[str, Any]:
         q1["user_end"], q1["user_end_verdict"], q1["user_end_vs_text"] = None, None, None
     return q1
 
+
+def power_sentence(mde: Mapping[str, Any] | None) -> str:
+    """What the verdict could have seen: the planted-signal power of the chosen cell (`rsearch.analysis.
+    planted_power`), or nothing where it was not measured."""
+    if not mde or not mde.get("curve"):
+        return ""
+    last = mde["curve"][-1]
+    head = (f" Power: a {mde['signal']} direction planted in this cell's activations along random directions, "
+            f"refitted and tested by the same rule, ")
+    if mde["mde"] is not None:
+        return head + (f"beats the bag of words in a share {fmt(last['detected'])} of {fmt(mde['n_plants'])} plants "
+                       f"once it carries a share {fmt_p(mde['mde'])} of the activation variance (SNR "
+                       f"{fmt(last['snr'])} along it): the minimal detectable effect.")
+    return head + (f"is found in only a share {fmt(last['detected'])} of {fmt(mde['n_plants'])} plants even at a share "
+                   f"{fmt_p(last['share'])} of the variance: the test has little power in this cell, and a No says "
+                   f"little.")
+
+
+def glance_q1(q: dict) -> tuple[str, str, str]:
+    """(headline, its strongest null, power) for the report's first screen."""
+    b, mde = q["best"], q.get("mde")
+    power = ("—" if not mde else f"MDE {fmt_p(mde['mde'])} of the variance (planted)" if mde["mde"] is not None
+             else f"no detection up to {fmt_p(mde['max_share'])} of the variance (planted)")
+    return (f"probe {fmt(b['test_pairwise_acc'])} {ci(b['test_pairwise_acc_lo'], b['test_pairwise_acc_hi'])}",
+            f"bag of words {fmt(b['text_acc'])} (McNemar p {fmt_p(b['p_vs_text'])})", power)
 
 def answer_q1(q: dict) -> tuple[str, str]:
     b, base, labels = q["best"], q["baselines"], q["baseline_labels"]
@@ -112,6 +137,7 @@ def answer_q1(q: dict) -> tuple[str, str]:
                 f"{'clear' if b['selected_share'] >= 0.5 else 'uncertain'}" if b.get("cv") is not None
                 and b.get("selected_share") is not None else "")
              + "; its test figure is reported once.")
+    text += power_sentence(q.get("mde"))
     word = {"above": "above", "below": "below", "tie": "not resolvably different from", None: None}
     if q["vs_dpo"] is not None:
         text += (f" The DPO implicit reward ranks the same pairs at {fmt(b['dpo_acc'])}: the probe is "
@@ -203,4 +229,5 @@ class ProbesStage(Stage):
         return q1_numbers(results["probes"])
 
     answer = staticmethod(answer_q1)
+    glance = staticmethod(glance_q1)
     table = staticmethod(q1_table)

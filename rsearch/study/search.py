@@ -46,6 +46,20 @@ def q5_numbers(search: SearchOutcome) -> dict[str, Any]:
     return q5
 
 
+def glance_q5(q: dict) -> tuple[str, str, str]:
+    if not q["strategies"]:
+        return "—", "—", "—"
+    if not q["has_true"]:
+        s = max(q["strategies"], key=lambda x: x["probe_vs_prefix"]["diff"])
+        pp = s["probe_vs_prefix"]
+        return (f"{s['strategy']}: probe {fmt_signed(pp['diff'])} {ci(pp['ci_lo'], pp['ci_hi'], True)} over prefixes",
+                "no rater", "—")
+    s = max(q["strategies"], key=lambda x: x["true_vs_random"]["diff"])
+    tr = s["true_vs_random"]
+    return (f"{s['strategy']}: reward {fmt_signed(tr['diff'])} {ci(tr['ci_lo'], tr['ci_hi'], True)} over random "
+            f"prompts", f"random prompts {fmt(q['baseline_random_mean_true_reward'])}",
+            f"bare prefixes {fmt(q['baseline_prefix_mean_true_reward'])}")
+
 def answer_q5(q: dict) -> tuple[str, str]:
     organism = q.get("rater") == "organism"
     rater_name = "the true rater" if organism else f"the rater `{q.get('rater')}`"
@@ -126,4 +140,5 @@ class SearchStage(Stage):
         return q5_numbers(results["search"])
 
     answer = staticmethod(answer_q5)
+    glance = staticmethod(glance_q5)
     table = staticmethod(q5_table)

@@ -46,6 +46,13 @@ def q3_numbers(source: SourceResult, sweep: SweepResult) -> dict[str, Any]:
     return q3
 
 
+def glance_q3(q: dict) -> tuple[str, str, str]:
+    b, L = q["best"], q["length_control"]
+    scale = ("—" if q.get("reward_probe_acc") is None
+             else f"reward probe {fmt(q['reward_probe_acc'])} (for scale)")
+    return (f"source probe {fmt(b['accuracy'])} {ci(b['accuracy_lo'], b['accuracy_hi'])}",
+            f"length alone {fmt(L['accuracy'])} {ci(L['accuracy_lo'], L['accuracy_hi'])}", scale)
+
 def answer_q3(q: dict) -> tuple[str, str]:
     b, L = q["best"], q["length_control"]
     acc = f"held-out accuracy {fmt(b['accuracy'])} {ci(b['accuracy_lo'], b['accuracy_hi'])}"
@@ -91,4 +98,5 @@ class SourceStage(Stage):
         return q3_numbers(results["source"], results["probes"])
 
     answer = staticmethod(answer_q3)
+    glance = staticmethod(glance_q3)
     table = staticmethod(q3_table)

@@ -77,6 +77,11 @@ class Stage:
         """(header, rows) of the report's details for this stage, from `numbers` alone."""
         raise NotImplementedError
 
+    def glance(self, numbers: dict[str, Any]) -> tuple[str, str, str] | None:
+        """(headline number, its strongest null, its power or control) for the report's first screen; None: the
+        stage's row shows its verdict alone."""
+        return None
+
 
 _REGISTRY: dict[str, type[Stage]] = {}
 
