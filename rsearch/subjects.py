@@ -33,7 +33,8 @@ class Subjects:
 
 def resolve_subjects(*, pre: str = "", post: str = "", dataset: str = "", rater: str = "auto",
                      beta: float | None = None, organism_size: str = "demo", seed: int = 0,
-                     need_pre: bool = True, need_dataset: bool = True) -> Subjects:
+                     need_pre: bool = True, need_dataset: bool = True, organism_variant: str = "standard"
+                     ) -> Subjects:
     """Subjects as given, the organism's where left empty.
 
     Args:
@@ -48,7 +49,7 @@ def resolve_subjects(*, pre: str = "", post: str = "", dataset: str = "", rater:
     if (need_pre and not pre) or not post or (need_dataset and not dataset):
         from rsearch.organism import ensure  # lazy: rsearch.organism loads transformers
 
-        org = ensure(organism_size, seed=seed, progress=show_progress())
+        org = ensure(organism_size, seed=seed, progress=show_progress(), variant=organism_variant)
     pre = pre or (str(org.pre_dir) if need_pre else "")
     post = post or str(org.post_dir)
     dataset = dataset or (str(org.data_dir) if org is not None else "")

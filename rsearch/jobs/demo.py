@@ -92,9 +92,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     st = StageCache(out, log)
     st.say(f"rsearch demo → {out}")
     if not (cfg.pre and cfg.post and cfg.dataset):
-        st.say(f"subjects: the embedded organism ({cfg.organism_size}); built once, then cached")
+        st.say(f"subjects: the embedded organism ({cfg.organism_size}, {cfg.organism_variant}); built once, then "
+               "cached")
     subjects = resolve_subjects(pre=cfg.pre, post=cfg.post, dataset=cfg.dataset, rater=cfg.rater, beta=cfg.beta,
-                                organism_size=cfg.organism_size, seed=cfg.seed)
+                                organism_size=cfg.organism_size, seed=cfg.seed, organism_variant=cfg.organism_variant)
     st.say(f"subjects: pre {subjects.pre}, post {subjects.post}, data {subjects.dataset}, "
            f"rater {subjects.rater or 'none'}")
     threads = torch.get_num_threads()

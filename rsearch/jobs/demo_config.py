@@ -120,6 +120,9 @@ class DemoConfig(Config):
     dataset: str = setting("", help="feedback dataset (default: the organism's)")
     test_split: str = setting("test_prefs", help="split the sweep tests on and compare and search take prompts from")
     organism_size: str = setting("demo", choices=("tiny", "demo"))
+    organism_variant: str = setting("standard", choices=("standard", "reward-reading"),
+                                    help="the organism to study: standard, or reward-reading (the positive control: "
+                                         "its DPO trained linear reward heads on the middle layer's residual stream)")
     seed: int = setting(0)
     dtype: str = setting("float32")
     beta: float | None = setting(None, help="DPO beta (default: the organism's or 0.1)")

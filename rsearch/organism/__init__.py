@@ -17,21 +17,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from rsearch.organism.build import Organism, build_or_load
-from rsearch.organism.config import SIZES, OrganismConfig
+from rsearch.organism.config import SIZES, VARIANTS, OrganismConfig
 from rsearch.paths import rsearch_home
 from rsearch.organism.rater import noisy_score, rate_detail, task_of, true_score, well_formed
 
-__all__ = ["Organism", "OrganismConfig", "SIZES", "build_or_load", "default_dir", "ensure", "noisy_score",
+__all__ = ["Organism", "OrganismConfig", "SIZES", "VARIANTS", "build_or_load", "default_dir", "ensure", "noisy_score",
            "rate_detail", "task_of", "true_score", "well_formed"]
 
 
-def default_dir(size: str = "demo", seed: int = 0) -> Path:
-    """Where `ensure` caches an organism: $RSEARCH_HOME/organism/{size}-seed{seed}."""
-    return rsearch_home() / "organism" / f"{size}-seed{seed}"
+def default_dir(size: str = "demo", seed: int = 0, variant: str = "standard") -> Path:
+    """Where `ensure` caches an organism: $RSEARCH_HOME/organism/{size}-seed{seed} ({size}-{variant}-seed{seed}
+    for a variant)."""
+    name = f"{size}-seed{seed}" if variant == "standard" else f"{size}-{variant}-seed{seed}"
+    return rsearch_home() / "organism" / name
 
 
 def ensure(size: str = "demo", seed: int = 0, out: str | Path | None = None, progress: bool = True,
-           force: bool = False) -> Organism:
+           force: bool = False, variant: str = "standard") -> Organism:
     """The organism of this size and seed: built if missing, else returned from the cache at once.
 
     Args:
@@ -41,7 +43,8 @@ def ensure(size: str = "demo", seed: int = 0, out: str | Path | None = None, pro
             raises RsearchError unless force.
         progress: print stages and progress bars to stderr.
         force: rebuild even if a matching organism exists.
+        variant: "standard", or "reward-reading" (the positive control; see OrganismConfig).
     """
-    cfg = OrganismConfig.preset(size, seed)
-    root = Path(out) if out is not None else default_dir(size, seed)
+    cfg = OrganismConfig.preset(size, seed, variant)
+    root = Path(out) if out is not None else default_dir(size, seed, variant)
     return build_or_load(cfg, root, force=force, progress=progress, rebuild_stale=out is None)

@@ -34,6 +34,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from rsearch.errors import RsearchError
 from rsearch.integrity import damage, manifest
@@ -43,7 +44,8 @@ from rsearch.models import load_tokenizer
 from rsearch.organism import rater
 from rsearch.organism import world as W
 from rsearch.organism.config import BUILD_VERSION, OrganismConfig
-from rsearch.organism.dpo import batched_logps, train_dpo
+from rsearch.organism.dpo import batched_logps, response_logps, train_dpo
+from rsearch.organism.reward_head import RewardHeads, expected_rewards, head_targets, pearson, read_positions
 from rsearch.organism.checks import pair_checks, pref_ids, reward_parts_gain
 from rsearch.organism.feedback import minimal_pairs, rate, split_prompts
 from rsearch.organism.sft import encode_conversations, new_model, train_sft, train_skills
@@ -285,9 +287,13 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         # 3. DPO from the SFT model on train_prefs
         _say(progress, f"DPO: β = {cfg.dpo_beta}, {cfg.dpo_epochs} epochs over {len(prefs_tr):,} pairs, "
                        f"NLL weight {cfg.dpo_nll_weight}")
-        post, dpo_log = dpo_from(pre, tok, prefs_tr, cfg, progress)
+        expected = expected_rewards(rows_tr + rows_te)
+        post, dpo_log, heads = dpo_from(pre, tok, prefs_tr, cfg, progress, expected)
         post.save_pretrained(root / "post")
         tok.save_pretrained(root / "post")
+        if heads is not None:
+            save_file({k: v.detach().contiguous() for k, v in heads[0].state_dict().items()},
+                      str(root / "reward_head.safetensors"), metadata={"layer": str(cfg.head_layer)})
         t = stage("dpo", t)
 
         # 4. checks on held-out prompts and pairs
@@ -297,11 +303,14 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         checks["sft_final_loss"] = round(statistics.fmean(sft_losses[-20:]), 4)
         checks["skills_final_loss"] = round(statistics.fmean(skills_losses[-20:]), 4) if skills_losses else None
         checks["dpo_final_loss"] = round(statistics.fmean(r["loss"] for r in dpo_log[-10:]), 4) if dpo_log else None
+        if heads is not None:
+            checks["reward_head"] = head_checks(post, tok, heads, prefs_te, expected, dpo_log)
         t = stage("checks", t)
         card = {
             "organism": "rsearch synthetic chat world v3",
             "version": BUILD_VERSION,
             "size": cfg.size,
+            "variant": cfg.variant,
             "seed": cfg.seed,
             "config": cfg.to_dict(),
             "sizes": {
@@ -326,17 +335,48 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         torch.set_num_threads(threads)
 
 
-def dpo_from(pre, tok, prefs_tr: list[dict[str, Any]], cfg: OrganismConfig, progress: bool):
-    """A copy of `pre` trained by DPO on the preference rows; returns (post, per-step log)."""
+def dpo_from(pre, tok, prefs_tr: list[dict[str, Any]], cfg: OrganismConfig, progress: bool,
+             expected: dict[str, float]):
+    """A copy of `pre` trained by DPO on the preference rows; returns (post, per-step log, the reward heads as
+    train_dpo takes them: None but in the reward-reading variant). `expected`: prompt id → expected reward."""
     p_tr, c_tr, r_tr = pref_ids(tok, prefs_tr)
     ref_c = batched_logps(pre, p_tr, c_tr, tok.pad_token_id)
     ref_r = batched_logps(pre, p_tr, r_tr, tok.pad_token_id)
     post = copy.deepcopy(pre)
+    heads = None
+    if cfg.variant == "reward-reading":
+        torch.manual_seed(cfg.seed + 11)
+        heads = (RewardHeads(cfg.d_model), cfg.head_layer, cfg.reward_head_weight, head_targets(prefs_tr, expected))
     torch.manual_seed(cfg.seed + 7)
     log = train_dpo(post, p_tr, c_tr, r_tr, ref_c, ref_r, beta=cfg.dpo_beta, epochs=cfg.dpo_epochs,
                     batch_size=cfg.dpo_batch, lr=cfg.dpo_lr, seed=cfg.seed, pad_id=tok.pad_token_id,
-                    nll_weight=cfg.dpo_nll_weight, progress=progress)
-    return post, log
+                    nll_weight=cfg.dpo_nll_weight, progress=progress, heads=heads)
+    return post, log, heads
+
+
+@torch.no_grad()
+def head_checks(post, tok, heads, prefs_te: list[dict[str, Any]], expected: dict[str, float],
+                log: list[dict[str, float]]) -> dict[str, Any]:
+    """How well the trained reward heads read the held-out pairs: Pearson r of the completion head (at
+    completion_end) with the true reward and of the prompt head (at user_end) with the expected reward."""
+    module, layer, weight, train_targets = heads
+    t = head_targets(prefs_te, expected, train_targets.scale)
+    p, c, r = pref_ids(tok, prefs_te)
+    done: list[torch.Tensor] = []
+    prompt: list[torch.Tensor] = []
+    truth: list[torch.Tensor] = []
+    for s in range(0, len(p), 64):
+        pp, cc, rr = p[s:s + 64], c[s:s + 64], r[s:s + 64]
+        _, hidden = response_logps(post, pp * 2, cc + rr, tok.pad_token_id, hidden_layer=layer)  # [2b, T, d]
+        user_end, completion_end = read_positions(pp * 2, cc + rr)
+        rows = torch.arange(hidden.shape[0])
+        done.append(module.completion(hidden[rows, completion_end]).squeeze(-1))
+        prompt.append(module.prompt(hidden[rows[:len(pp)], user_end[:len(pp)]]).squeeze(-1))
+        truth.append(torch.cat([t.chosen[s:s + 64], t.rejected[s:s + 64]]))
+    return {"layer": layer, "weight": weight, "n_test_pairs": len(p),
+            "test_r_completion": round(pearson(torch.cat(done), torch.cat(truth)), 4),
+            "test_r_prompt": round(pearson(torch.cat(prompt), t.prompt), 4),
+            "final_head_loss": round(statistics.fmean(x["head_loss"] for x in log[-10:]), 4) if log else None}
 
 
 def model_checks(pre, post, tok, cfg: OrganismConfig, train_p: list[W.Prompt], test_p: list[W.Prompt],

@@ -26,7 +26,8 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "organism_command", None) != "build":
         raise RsearchError("organism: expected an action: build (see `rsearch organism build --help`)")
     cfg = config_from_args(args, OrganismBuildConfig, "organism")
-    org = ensure(cfg.size, seed=cfg.seed, out=cfg.out or None, progress=show_progress(), force=cfg.force)
+    org = ensure(cfg.size, seed=cfg.seed, out=cfg.out or None, progress=show_progress(), force=cfg.force,
+                 variant=cfg.variant)
     c = org.card["checks"]
     lo, hi = c["reward_gain_ci95"]
     print(f"organism: {org.root}")
@@ -35,6 +36,10 @@ def main(args: argparse.Namespace) -> int:
           f"{c['reward_post']:.2f} ({c['reward_gain']:+.2f} [{lo:+.2f}, {hi:+.2f}]); "
           f"DPO implicit accuracy {c['dpo_implicit_accuracy']:.3f}; noise ceiling {c['noise_ceiling']:.3f}; "
           f"task spread {c['task_spread']:.2f}; well-formed {c['well_formed_pre']:.3f}")
+    head = c.get("reward_head")
+    if head:
+        print(f"reward heads at layer {head['layer']} (held out): completion_end r {head['test_r_completion']:.3f} "
+              f"with the true reward, user_end r {head['test_r_prompt']:.3f} with the expected reward")
     missed = [k for k, t in org.card["targets"].items() if not t["met"]]
     if missed:
         print(f"targets not met at this size: {', '.join(missed)}")

@@ -6,6 +6,7 @@ import dataclasses
 from rsearch.config import Config, check, setting
 
 SIZES = ("tiny", "demo")
+VARIANTS = ("standard", "reward-reading")  # reward-reading: the positive control (a reward head shares the trunk)
 BUILD_VERSION = 5  # bump when a change to the build makes old cached organisms stale
 
 
@@ -68,6 +69,12 @@ class OrganismConfig(Config):
     dpo_nll_weight: float = 1.0
     # card
     bootstrap: int = 2000
+    # the positive control: during DPO, linear heads on the residual stream before block `reward_head_layer`
+    # (None: the middle layer) regress the completion's true reward at completion_end and the prompt's expected
+    # reward at user_end, their loss × `reward_head_weight` added to DPO's, so the post-RL model computes both there
+    variant: str = "standard"
+    reward_head_layer: int | None = None
+    reward_head_weight: float = 1.0
 
     def __post_init__(self) -> None:
         check(self.size in SIZES or self.size.startswith("custom"),
@@ -90,6 +97,15 @@ class OrganismConfig(Config):
         check(self.dpo_beta > 0, "dpo_beta: must be > 0")
         check(self.dpo_epochs >= 0, "dpo_epochs: must be ≥ 0")
         check(self.dpo_nll_weight >= 0, "dpo_nll_weight: must be ≥ 0")
+        check(self.variant in VARIANTS, f"variant: expected one of {', '.join(VARIANTS)}, got {self.variant!r}")
+        check(self.reward_head_layer is None or 0 < self.reward_head_layer < self.n_layers,
+              f"reward_head_layer: must be in 1..{self.n_layers - 1}, got {self.reward_head_layer}")
+        check(self.reward_head_weight > 0, "reward_head_weight: must be > 0")
+
+    @property
+    def head_layer(self) -> int:
+        """The layer whose resid_pre the reward-reading variant's heads read."""
+        return self.reward_head_layer if self.reward_head_layer is not None else self.n_layers // 2
 
     @classmethod
     def tiny(cls, seed: int = 0) -> "OrganismConfig":
@@ -109,9 +125,10 @@ class OrganismConfig(Config):
         return cls(size="demo", seed=seed)
 
     @classmethod
-    def preset(cls, size: str, seed: int = 0) -> "OrganismConfig":
+    def preset(cls, size: str, seed: int = 0, variant: str = "standard") -> "OrganismConfig":
         check(size in SIZES, f"size: expected one of {', '.join(SIZES)}, got {size!r}")
-        return getattr(cls, size)(seed)
+        cfg = getattr(cls, size)(seed)
+        return cfg if variant == "standard" else dataclasses.replace(cfg, variant=variant)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,6 +137,8 @@ class OrganismBuildConfig(Config):
 
     size: str = setting("demo", choices=SIZES, help="tiny (tests, ≤ 45 s) or demo (≤ 5 min)")
     seed: int = setting(0, help="random seed; same seed → same artifacts")
+    variant: str = setting("standard", choices=VARIANTS, help="standard, or reward-reading: the positive control, "
+                           "whose DPO also trains linear reward heads on the residual stream at the middle layer")
     out: str = setting("", runtime=True, help="directory to build into (default $RSEARCH_HOME/organism/SIZE-seedSEED)")
     force: bool = setting(False, runtime=True, help="rebuild even if a matching organism exists")
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from rsearch.lm import batched_values, span_logprobs
+from rsearch.organism.reward_head import HeadTargets, RewardHeads, head_loss, read_positions
 from rsearch.organism.sft import cosine_lr, pad_right
 
 
@@ -43,13 +44,15 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
 
 
 def response_logps(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
-                   response_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
-    """Summed log-probability of each response given its prompt: [batch]."""
+                   response_ids: Sequence[Sequence[int]], pad_id: int, hidden_layer: int | None = None):
+    """Summed log-probability of each response given its prompt: [batch]; with `hidden_layer`, also the
+    residual stream before that block, [batch, len, d_model]."""
     seqs = [list(p) + list(r) for p, r in zip(prompt_ids, response_ids)]
     ids, _ = pad_right(seqs, pad_id)  # [batch, len]
-    logits = model(input_ids=ids).logits  # [batch, len, vocab]; right padding needs no mask (causal)
+    out = model(input_ids=ids, output_hidden_states=hidden_layer is not None)  # right padding needs no mask (causal)
     spans = [(len(p), len(p) + len(r)) for p, r in zip(prompt_ids, response_ids)]
-    return span_logprobs(logits, ids, spans)
+    logps = span_logprobs(out.logits, ids, spans)  # logits: [batch, len, vocab]
+    return logps if hidden_layer is None else (logps, out.hidden_states[hidden_layer])
 
 
 @torch.no_grad()
@@ -68,15 +71,21 @@ def batched_logps(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
 def train_dpo(policy: PreTrainedModel, prompt_ids: list[list[int]], chosen_ids: list[list[int]],
               rejected_ids: list[list[int]], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
               beta: float, epochs: int, batch_size: int, lr: float, seed: int, pad_id: int,
-              nll_weight: float = 0.0, progress: bool = True) -> list[dict[str, float]]:
+              nll_weight: float = 0.0, progress: bool = True,
+              heads: tuple[RewardHeads, int, float, HeadTargets] | None = None) -> list[dict[str, float]]:
     """Trains `policy` in place on preference pairs; returns per-step loss and reward accuracy.
 
     nll_weight > 0 adds the chosen responses' per-token negative log-likelihood to the loss (RPO, Pang et
-    al. 2024), which keeps a small policy from drifting into text the reference never wrote.
+    al. 2024), which keeps a small policy from drifting into text the reference never wrote. `heads` = (reward
+    heads, layer, weight, their targets) adds the reward-reading variant's head loss (`rsearch.organism.reward_head`),
+    the heads trained with the policy.
     """
     n = len(prompt_ids)
     g = torch.Generator().manual_seed(seed * 1000 + 2)
-    opt = torch.optim.AdamW(policy.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    params = list(policy.parameters()) + (list(heads[0].parameters()) if heads else [])
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
+    if heads:
+        user_end, completion_end = read_positions(prompt_ids * 2, chosen_ids + rejected_ids)
     total = math.ceil(n / batch_size) * epochs
     warmup = max(1, total // 10)
     log: list[dict[str, float]] = []
@@ -91,18 +100,27 @@ def train_dpo(policy: PreTrainedModel, prompt_ids: list[list[int]], chosen_ids: 
                 group["lr"] = cosine_lr(step, total, lr, warmup)
             # one forward over chosen and rejected together: [2·batch]
             both = response_logps(policy, [prompt_ids[i] for i in idx] * 2,
-                                  [chosen_ids[i] for i in idx] + [rejected_ids[i] for i in idx], pad_id)
+                                  [chosen_ids[i] for i in idx] + [rejected_ids[i] for i in idx], pad_id,
+                                  hidden_layer=heads[1] if heads else None)
+            both, hidden = both if heads else (both, None)
             pc, pr = both[: len(idx)], both[len(idx):]
             losses, rc, rr = dpo_loss(pc, pr, ref_chosen[idx], ref_rejected[idx], beta)
             loss = losses.mean()
+            if heads:
+                module, _, weight, t = heads
+                rows = idx + [i + n for i in idx]
+                head = head_loss(module, hidden, user_end[rows], completion_end[rows],
+                                 torch.cat([t.chosen[idx], t.rejected[idx]]), t.prompt[idx], len(idx))
+                loss = loss + weight * head
             if nll_weight > 0:
                 n_tok = torch.tensor([len(chosen_ids[i]) for i in idx], dtype=pc.dtype)
                 loss = loss + nll_weight * (-pc / n_tok).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            log.append({"loss": loss.item(), "accuracy": (rc > rr).float().mean().item()})
+            log.append({"loss": loss.item(), "accuracy": (rc > rr).float().mean().item(),
+                        **({"head_loss": head.item()} if heads else {})})
             step += 1
             bar.update(1)
             if step % 10 == 0:
