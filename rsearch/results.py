@@ -348,6 +348,7 @@ class PairBaselines(Record):
     minimal_known: bool | None = ABSENT
     labels: dict[str, str] = ABSENT
     scores: dict[str, BaselineScore] = ABSENT
+    text_l2: dict[str, float] = ABSENT  # the text baselines' penalties, chosen on validation
     seconds: float | None = ABSENT
 
 

@@ -74,6 +74,10 @@ def test_stages_outputs_and_report(demo):
     assert mde["hook"] == f"blocks.{report['Q1']['best']['layer']}.hook_resid_pre" and mde["curve"]
     assert ("MDE" if mde["mde"] is not None else "no detection") in report["answers"][0]["glance"][2]
     assert "Power: a " in report["answers"][0]["answer"]
+    # the text baselines' penalties are chosen on validation from a grid as wide as they need
+    from rsearch.analysis.text_baseline import TextBaselineConfig
+    assert set(report["Q1"]["text_l2"]) == {"bow_completion", "bow_prompt_completion"}
+    assert all(v in TextBaselineConfig().l2_grid for v in report["Q1"]["text_l2"].values())
     for a in report["answers"]:
         assert a["answer"] in (out / "report.md").read_text()
     # every strategy ran at the same budget and was checked with the true rater

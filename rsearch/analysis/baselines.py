@@ -146,14 +146,16 @@ def text_rows(rows: Sequence[Encoded]) -> list[tuple[tuple[int, ...], tuple[int,
 
 
 def text_baseline_scores(train_rows: Sequence[Encoded], train_pairs: torch.Tensor, test_rows: Sequence[Encoded],
-                         seed: int) -> dict[str, np.ndarray]:
-    """`[n_test]` scores of both bag-of-words baselines, each fitted on the training rows' pairs (pairwise)."""
+                         seed: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """`[n_test]` scores of both bag-of-words baselines, each fitted on the training rows' pairs (pairwise), and
+    the l2 penalty validation chose for each."""
     train, test = text_rows(train_rows), text_rows(test_rows)
-    out = {}
+    out, l2 = {}, {}
     for name, mode in (("bow_completion", "completion"), ("bow_prompt_completion", "prompt_completion")):
         base = fit_text_baseline(train, train_pairs, TextBaselineConfig(mode=mode, seed=seed))
         out[name] = base.score(test).double().numpy()
-    return out
+        l2[name] = float(base.history.get("l2", float("nan")))
+    return out, l2
 
 
 def logprob_scores(post, rows: Sequence[Encoded], *, pad_id: int, eos_id: int | None, pre=None,

@@ -464,7 +464,7 @@ def _pair_baselines(cfg: TrainProbeConfig, encoded, known, model, tokenizer, pre
     (train_rows, train_kept), (test_rows, test_kept) = encoded["train"], encoded["test"]
     train_pairs = torch.arange(2 * len(train_kept)).view(-1, 2)
     test_pairs = torch.arange(2 * len(test_kept)).view(-1, 2)
-    scores = text_baseline_scores(train_rows, train_pairs, test_rows, cfg.seed)
+    scores, text_l2 = text_baseline_scores(train_rows, train_pairs, test_rows, cfg.seed)
     pre = None
     if pre_name:
         pre = (models.get(pre_name)[0] if models is not None
@@ -474,7 +474,7 @@ def _pair_baselines(cfg: TrainProbeConfig, encoded, known, model, tokenizer, pre
     margins = {name: pair_margins(s, test_pairs) for name, s in scores.items()}
     summary = {"n": len(test_kept), "truth_known": known.truth is not None,
                "minimal_known": known.minimal is not None, "labels": {k: LABELS[k] for k in margins},
-               "scores": {k: accuracies(m, known) for k, m in margins.items()},
+               "scores": {k: accuracies(m, known) for k, m in margins.items()}, "text_l2": text_l2,
                "seconds": round(time.perf_counter() - t0, 2)}
     return margins, summary
 

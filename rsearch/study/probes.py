@@ -63,7 +63,7 @@ def q1_numbers(sweep: SweepResult) -> dict[str, Any]:
                       "n_cells": len(eligible), "n_embedding_cells": sum(1 for g in grid if g["embedding"])},
         "top": by_score[:3], "baselines": pairs.get("scores", {}), "baseline_labels": pairs.get("labels", {}),
         "truth_known": pairs.get("truth_known", False), "minimal_known": pairs.get("minimal_known", False),
-        "alpha": ALPHA, "mde": sweep.baselines.get("planted"),
+        "alpha": ALPHA, "mde": sweep.baselines.get("planted"), "text_l2": pairs.get("text_l2") or {},
     }
     q1["vs_text"] = versus(best.get("test_pairwise_acc"), best.get("text_acc"), best.get("p_vs_text"))
     q1["vs_dpo"] = versus(best.get("test_pairwise_acc"), best.get("dpo_acc"), best.get("p_vs_dpo"))
@@ -116,7 +116,10 @@ def answer_q1(q: dict) -> tuple[str, str]:
     where = f"layer {fmt(b['layer'])} at `{b['position']}`"
     acc = f"held-out pairwise accuracy {fmt(b['test_pairwise_acc'])} {ci(b['test_pairwise_acc_lo'], b['test_pairwise_acc_hi'])}"
     text_name = labels.get(b.get("text_baseline") or "", "a bag-of-words text baseline")
-    vs_text = (f"a text-only baseline that never sees the model, {text_name} fitted on the same training pairs, "
+    l2 = q.get("text_l2", {}).get(b.get("text_baseline") or "")
+    penalty = f" with its ridge penalty chosen on validation (l2 {fmt_p(l2)})" if l2 is not None else ""
+    vs_text = (f"a text-only baseline that never sees the model, {text_name} fitted on the same training pairs"
+               f"{penalty}, "
                f"ranks the same {fmt(q['n_test_pairs'])} test pairs at {fmt(b['text_acc'])} (McNemar p = "
                f"{fmt_p(b['p_vs_text'])})")
     v = "yes" if q["verdict"] == "beats_text" else "no"
