@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from rsearch.analysis.text_baseline import TextBaselineConfig
 from rsearch.jobs.demo import STAGES, run_demo
 from rsearch.jobs.demo_config import DemoConfig
 from rsearch.report.build import answers
@@ -75,7 +76,6 @@ def test_stages_outputs_and_report(demo):
     assert ("MDE" if mde["mde"] is not None else "no detection") in report["answers"][0]["glance"][2]
     assert "Power: a " in report["answers"][0]["answer"]
     # the text baselines' penalties are chosen on validation from a grid as wide as they need
-    from rsearch.analysis.text_baseline import TextBaselineConfig
     assert set(report["Q1"]["text_l2"]) == {"bow_completion", "bow_prompt_completion"}
     assert all(v in TextBaselineConfig().l2_grid for v in report["Q1"]["text_l2"].values())
     for a in report["answers"]:
