@@ -67,9 +67,14 @@ def load_template(path: str) -> Template:
     if extra:
         raise RsearchError(f"{where}: unknown key {extra[0]!r} (expected template and slots)")
     try:
-        names = [f[1] for f in string.Formatter().parse(text) if f[1] is not None]
+        fields = [f for f in string.Formatter().parse(text) if f[1] is not None]
     except ValueError as e:
         raise RsearchError(f"{where}: malformed template string ({e})") from None
+    names = [f[1] for f in fields]
+    for _, n, spec, conversion in fields:
+        if spec or conversion:  # a spec pads a choice to any width: past the context the search checks against
+            raise RsearchError(f"{where}: placeholder {{{n}{'!' + conversion if conversion else ''}"
+                               f"{':' + spec if spec else ''}}} has a format spec or conversion (use {{{n}}})")
     for n in names:
         if not re.fullmatch(r"[A-Za-z_]\w*", n):
             raise RsearchError(f"{where}: bad placeholder {{{n}}} (use {{name}})")

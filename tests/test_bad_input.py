@@ -82,6 +82,8 @@ def inputs(tiny_search, tmp_path_factory):
     (d / "list_subsection.yaml").write_text("demo:\n  compare: [1, 2]\n")
     (d / "not_utf8.txt").write_bytes(b"hello \xff\xfe\n")
     write_jsonl(d / "int_prefix.jsonl", [{"prefix": 5}])
+    (d / "padded_template.yaml").write_text('template: "{lead:,>600} {task}"\nslots: {lead: ["", "hi"], '
+                                            'task: ["what is 3 plus 5 ?"]}\n')
     # a model whose weights are a pickle with a payload (never executed: weights_only)
     pickled = d / "pickled_model"
     shutil.copytree(model_dir, pickled)
@@ -230,6 +232,11 @@ CASES = [
      "steer.alphas: must be a finite number, got 'nan'"),
     ("alphas-inf", lambda w, o, ro: ["steer", "--probe", w["probe"], "--alphas=-inf,0,1", "--out", str(o)],
      "must be a finite number, got '-inf'"),
+    ("alphas-duplicate", lambda w, o, ro: ["steer", "--probe", w["probe"], "--alphas=-1,0,1,1", "--out", str(o)],
+     "alphas: give each strength once"),
+    ("optuna-template-format-spec", lambda w, o, ro: run(w, o, "--strategy", "optuna", "--set",
+                                                        f"template={w['dir'] / 'padded_template.yaml'}"),
+     "has a format spec or conversion (use {lead})"),
     ("set-temperature-inf", lambda w, o, ro: run(w, o, "--set", "temperature=inf"),
      "beam.temperature: must be a finite number"),
     ("set-int-overflow", lambda w, o, ro: run(w, o, "--set", "width=1e999"), "beam.width: expected int"),

@@ -108,6 +108,8 @@ class SteerConfig(Config):
     def __post_init__(self) -> None:
         check(self.n >= 2 and self.k >= 1, f"n ≥ 2 prompts and k ≥ 1 completions, got n={self.n}, k={self.k}")
         check(0.0 in self.alphas, "alphas: include 0 (the unsteered run every condition is compared with)")
+        check(len(set(self.alphas)) == len(self.alphas),
+              f"alphas: give each strength once, got {', '.join(str(a) for a in self.alphas)}")
         check(any(a > 0 for a in self.alphas) or any(a < 0 for a in self.alphas),
               "alphas: give at least one non-zero strength")
         check(bool(self.models) and set(self.models) <= {"post", "pre"}, f"models: use post and/or pre, "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 
@@ -30,3 +31,12 @@ def fmt_p(p: Any) -> str:
 def ci(lo: Any, hi: Any, signed: bool = False) -> str:
     f = fmt_signed if signed else fmt
     return f"[{f(lo)}, {f(hi)}]"
+
+
+def code(text: Any) -> str:
+    """Text from the data (a prompt, a path, a rater's name) as a Markdown code span that no backtick inside it can
+    end: fenced by one backtick more than its longest run (CommonMark), padded by a space when it holds any."""
+    s = str(text)
+    run = max((len(m) for m in re.findall(r"`+", s)), default=0)
+    pad = " " if run else ""
+    return f"{'`' * (run + 1)}{pad}{s}{pad}{'`' * (run + 1)}"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 from rsearch.io_utils import write_json, write_text
-from rsearch.report.numbers import fmt
+from rsearch.report.numbers import code, fmt
 from rsearch.study.stage import Stage, Table, report_stages
 
 
@@ -27,7 +28,8 @@ def _subject_line(r: dict) -> str:
     s = r["subjects"]
     who = "the embedded model organism" if s.get("organism") else "the configured models"
     rater = "its known rater" if s.get("rater") else "no known rater"
-    return (f"Subjects: {who}, pre-RL `{s['pre']}`, post-RL `{s['post']}`, data `{s['dataset']}`, with {rater}. "
+    return (f"Subjects: {who}, pre-RL {code(s['pre'])}, post-RL {code(s['post'])}, data {code(s['dataset'])}, with "
+            f"{rater}. "
             f"Wall time {fmt(r['seconds'])} s" + (f" (reused stages: {', '.join(r['reused_stages'])})."
                                                    if r["reused_stages"] else "."))
 
@@ -58,18 +60,23 @@ def render_markdown(r: dict) -> str:
     return "\n".join(lines)
 
 
+# a code span: a run of n backticks to the next run of exactly n (see rsearch.report.numbers.code)
+CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)", re.S)
+
+
 def _inline_html(text: str) -> str:
     """Markdown's `code` and **bold** → HTML, escaping everything else."""
-    import re
+    def plain(part: str) -> str:
+        return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(part))
 
-    out = []
-    for i, part in enumerate(re.split(r"(`[^`]*`)", text)):
-        if part.startswith("`") and part.endswith("`") and len(part) >= 2:
-            out.append(f"<code>{html.escape(part[1:-1])}</code>")
-        else:
-            esc = html.escape(part)
-            out.append(re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", esc))
-    return "".join(out)
+    out, pos = [], 0
+    for m in CODE_SPAN.finditer(text):
+        inner = m.group(2)
+        if len(m.group(1)) > 1 and inner.startswith(" ") and inner.endswith(" "):
+            inner = inner[1:-1]
+        out += [plain(text[pos:m.start()]), f"<code>{html.escape(inner)}</code>"]
+        pos = m.end()
+    return "".join(out + [plain(text[pos:])])
 
 
 def _html_table(head: list[str], rows: list[list[str]]) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from rsearch.analysis.causal import beyond
 from rsearch.jobs.steer import run_steer
-from rsearch.report.numbers import ci, fmt, fmt_signed
+from rsearch.report.numbers import ci, code, fmt, fmt_signed
 from rsearch.results import StageResult, SteerResult
 from rsearch.study.probes import BEST_PROBE
 from rsearch.study.stage import Stage, StudyContext, register_stage
@@ -77,7 +77,7 @@ def answer_q6(q: dict) -> tuple[str, str]:
              f"completions per condition, the same seeds in every condition; nulls at the same norms: "
              f"{fmt(q['n_random'])} random directions and a probe fitted on {fmt(q['fit_pairs'])} pairs with shuffled "
              f"labels. Slopes are per unit α, with 95% CIs over prompts.")
-    rater = "true reward" if q["rater"] == "organism" else f"reward by `{q['rater']}`"
+    rater = "true reward" if q["rater"] == "organism" else f"reward by {code(q['rater'])}"
     if q["verdict"] == "unchecked":
         v, head = "unchecked", "Unchecked: no rater is known or given, so only the probe's own reading can be shown."
     else:

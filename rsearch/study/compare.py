@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rsearch.jobs.compare import run_compare
-from rsearch.report.numbers import ci, fmt, fmt_p, fmt_signed
+from rsearch.report.numbers import ci, code, fmt, fmt_p, fmt_signed
 from rsearch.report.verdicts import verdict
 from rsearch.results import ComparisonResult, StageResult
 from rsearch.study.probes import BEST_PROBE
@@ -51,7 +51,7 @@ def answer_q2(q: dict) -> tuple[str, str]:
     if q["true_verdict"] is not None:
         t = m["true_reward"]
         if q.get("rater") not in (None, "organism"):
-            text += f" Here the \"true reward\" is the rater `{q['rater']}`'s reward, not a known truth."
+            text += f" Here the \"true reward\" is the rater {code(q['rater'])}'s reward, not a known truth."
         tstat = (f"{fmt(t['mean_pre'])} → {fmt(t['mean_post'])}, {fmt_signed(t['diff'])} "
                  f"{ci(t['ci_lo'], t['ci_hi'], True)}, p = {fmt_p(t['p_value'])}")
         if q["true_verdict"] == q["verdict"] and q["verdict"] != "inconclusive":
@@ -82,7 +82,7 @@ def answer_q2(q: dict) -> tuple[str, str]:
 def q2_table(q2: dict) -> tuple[list[str], list[list[str]]]:
     names = {"probe_score": "probe_score", "dpo_reward": "dpo_reward (sanity check: positive by construction)",
              "length": "length", "true_reward": "true_reward" if q2.get("rater") in (None, "organism")
-             else f"reward by `{q2['rater']}`"}
+             else f"reward by {code(q2['rater'])}"}
     return (["per completion", "pre", "post", "post − pre [95% CI over prompts]", "Wilcoxon p"],
             [[names[name], fmt(s["mean_pre"]), fmt(s["mean_post"]), f"{fmt_signed(s['diff'])} "
               f"{ci(s['ci_lo'], s['ci_hi'], True)}", fmt_p(s["p_value"])]

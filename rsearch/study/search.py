@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rsearch.jobs.search_check import run_search_check
-from rsearch.report.numbers import ci, fmt, fmt_p, fmt_signed
+from rsearch.report.numbers import ci, code, fmt, fmt_p, fmt_signed
 from rsearch.report.verdicts import verdict
 from rsearch.results import SearchOutcome, StageResult
 from rsearch.study.stage import Stage, StudyContext, register_stage
@@ -62,13 +62,13 @@ def glance_q5(q: dict) -> tuple[str, str, str]:
 
 def answer_q5(q: dict) -> tuple[str, str]:
     organism = q.get("rater") == "organism"
-    rater_name = "the true rater" if organism else f"the rater `{q.get('rater')}`"
+    rater_name = "the true rater" if organism else f"the rater {code(q.get('rater'))}"
     parts = []
     for s in q["strategies"]:
         pp = s["probe_vs_prefix"]
         piece = (f"**{s['strategy']}** found prompts the probe scores {fmt(s['mean_probe_score'])} on average "
                  f"({fmt_signed(pp['diff'])} {ci(pp['ci_lo'], pp['ci_hi'], True)} over the bare prefixes, paired), "
-                 f"e.g. `{s['example_prompt']}`")
+                 f"e.g. {code(s['example_prompt'])}")
         if q["has_true"]:
             tp, tr = s["true_vs_prefix"], s["true_vs_random"]
             word = lambda vv: {"above": "better than", "below": "worse than",
