@@ -588,6 +588,7 @@ class SteerResult(StageResult):
     hook: str
     positions_from: str
     alphas: list[float]
+    alpha_unit: str = "norm"  # steer.json written before α had a choice of unit: the norm
     models: list[str]
     n_prompts: int
     k: int

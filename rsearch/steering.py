@@ -85,6 +85,30 @@ def typical_norm(model: nn.Module, rows: Sequence[Encoded], hook: str | HookPoin
     return total / count
 
 
+@torch.no_grad()
+def typical_spread(model: nn.Module, rows: Sequence[Encoded], hook: str | HookPoint, direction: Tensor, *,
+                   pad_id: int, batch_size: int = 16) -> float:
+    """SD of the residual stream's projection on the unit `direction` at `hook`, over every token from each row's
+    user_end on: the size of a step that stays within what the model itself writes along it."""
+    point = parse_hook(hook)
+    check_hooks(model, [point])
+    device = next(model.parameters()).device
+    u = unit(direction).to(device)
+    values = []
+    for idx in length_sorted_batches(rows, batch_size):
+        batch = collate([rows[i] for i in idx], pad_id)
+        keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)  # [batch, seq]: user_end … last token
+        for b, r in enumerate(batch.rows):
+            keep[b, r.user_end:len(r)] = True
+        with capture(model, [point], reduce=lambda h: (h.float() @ u).cpu()) as acts:
+            run_forward(model, **batch.model_inputs(device))
+        values.append(acts[point.name][keep])                       # [batch, seq] → [kept]
+    flat = torch.cat(values) if values else torch.empty(0)
+    if flat.numel() < 2:
+        raise RsearchError("too few tokens to measure the activation spread on")
+    return float(flat.double().std())
+
+
 def _steered(hidden: Tensor, vector: Tensor, positions_from: str) -> Tensor:
     """`[batch, seq, d_model]` with `vector` added where `positions_from` says (see the module docstring)."""
     v = vector.to(device=hidden.device, dtype=hidden.dtype)

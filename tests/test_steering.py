@@ -10,7 +10,8 @@ from rsearch.chat import encode_conversation
 from rsearch.errors import RsearchError
 from rsearch.hooks import capture, decoder_layers, run_forward
 from rsearch.lm import sample_completions
-from rsearch.steering import plain_decoding, random_directions, steer, steering_vector, typical_norm, unit
+from rsearch.steering import (plain_decoding, random_directions, steer, steering_vector, typical_norm,
+                              typical_spread, unit)
 from tiny import tiny_model, tiny_tokenizer
 
 TOK = tiny_tokenizer()
@@ -127,6 +128,21 @@ def test_typical_norm_is_the_mean_token_norm_from_user_end_on():
     assert got == pytest.approx(sum(expected) / len(expected), rel=1e-5)
 
 
+def test_typical_spread_is_the_sd_along_the_direction_from_user_end_on():
+    model = tiny_model("mistral", vocab_size=len(TOK))
+    rows = [encode_conversation(TOK, p, c) for p, c in (("hello", "nice reply"), ("list some animals", "cat dog"))]
+    hook = "blocks.2.hook_resid_pre"
+    direction = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    along = []
+    for r in rows:
+        with torch.no_grad(), capture(model, [hook]) as acts:
+            run_forward(model, input_ids=torch.tensor([r.ids]))
+        along += (acts[hook][0, r.user_end:] @ unit(direction)).tolist()
+    got = typical_spread(model, rows, hook, 5 * direction, pad_id=TOK.pad_token_id, batch_size=2)
+    assert got == pytest.approx(float(torch.tensor(along).double().std()), rel=1e-5)
+    assert got < typical_norm(model, rows, hook, pad_id=TOK.pad_token_id)  # the gentler unit
+
+
 def test_steer_cli_end_to_end(tiny_organism, tmp_path, capsys):
     from rsearch.cli import main
 
@@ -135,7 +151,7 @@ def test_steer_cli_end_to_end(tiny_organism, tmp_path, capsys):
                  "--max-train", "200", "--max-test", "40", "--out", str(probes)]) == 0
     out = tmp_path / "steer"
     argv = ["steer", "--organism-size", "tiny", "--probe", str(probes / "best_probe.safetensors"), "-n", "4", "-k",
-            "2", "--alphas=-1,0,1", "--n-random", "2", "--fit-pairs", "60", "--norm-rows", "16",
+            "2", "--alphas=-1,0,1", "--alpha-unit", "norm", "--n-random", "2", "--fit-pairs", "60", "--norm-rows", "16",
             "--max-new-tokens", "12", "--patch-pairs", "6", "--patch-positions", "user_end,-1", "--n-boot", "200",
             "--out", str(out)]
     assert main(argv) == 0
@@ -157,6 +173,20 @@ def test_steer_cli_end_to_end(tiny_organism, tmp_path, capsys):
     assert {r["layer"] for r in result["patching"]["rows"]} == set(range(n_layers))
     assert result["patching"]["n_pairs"] == 6
     assert (out / "steering.png").is_file() and (out / "patching.png").is_file()
+    assert result["alpha_unit"] == "norm"
+    # a user_end probe reads the prompt, the same in every condition: its score is left out, and α's default unit
+    # is the spread along the probe direction
+    assert main(["train-probe", "--organism-size", "tiny", "--hook", "1.resid_pre", "--position", "user_end",
+                 "--max-train", "100", "--max-test", "20", "--expected-reward-k", "2", "--out", str(probes / "ue")]) == 0
+    spread = tmp_path / "spread"
+    ue_argv = ["steer", "--organism-size", "tiny", "--probe", str(probes / "ue" / "best_probe.safetensors"), "-n",
+               "2", "-k", "1", "--alphas=0,2", "--n-random", "1", "--fit-pairs", "40", "--norm-rows", "8",
+               "--max-new-tokens", "6", "--patch-pairs", "0", "--n-boot", "100", "--out", str(spread)]
+    assert main(ue_argv) == 0
+    capsys.readouterr()
+    got = json.loads((spread / "steer.json").read_text())
+    assert got["alpha_unit"] == "spread" and 0 < got["scale"]["post"] < result["scale"]["post"]
+    assert "probe_score" not in got["metrics"]["post"]
     assert main(argv[:-2] + ["--alphas", "1,2", "--out", str(out)]) == 2  # no α = 0: one line, exit 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "alphas" in err[0]

@@ -144,7 +144,8 @@ class DemoConfig(Config):
     direction: DirectionConfig = dataclasses.field(default_factory=DirectionConfig)
     search: SearchCheckConfig = dataclasses.field(default_factory=SearchCheckConfig)
     causal: SteerConfig = dataclasses.field(default_factory=lambda: SteerConfig(
-        n=24, k=2, alphas=(-1.0, -0.5, 0.0, 0.5, 1.0), n_random=2, max_new_tokens=48, patch_pairs=32))
+        n=24, k=2, alphas=(-1.0, -0.5, 0.0, 0.5, 1.0), alpha_unit="norm", n_random=2, max_new_tokens=48,
+        patch_pairs=32))  # the organism's README figures were measured in norm units
     device: str = setting("auto", runtime=True)
     threads: int = setting(1, runtime=True, help="torch threads after the organism's build (0: torch's default)")
     workers: int = setting(0, runtime=True, help="Ray workers for extraction, sampling and log-probs (0: here)")

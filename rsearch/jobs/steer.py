@@ -46,11 +46,11 @@ from rsearch.raters import check_spec as check_rater
 from rsearch.raters import load_rater
 from rsearch.results import SteerResult
 from rsearch.steering import (POSITIONS_FROM, plain_decoding, random_directions, steer, steering_vector,
-                               typical_norm, unit)
+                               typical_norm, typical_spread, unit)
 from rsearch.subjects import Subjects, resolve_subjects
 from rsearch.data import load_records, pairs_from_records
 from rsearch.activations import extract
-from rsearch.jobs.train_probe import TrainProbeConfig, encode_pairs, fit_config_of, probe_data
+from rsearch.jobs.train_probe import PROMPT_ONLY, TrainProbeConfig, encode_pairs, fit_config_of, probe_data
 from rsearch.probes import fit_probe, load_probe, shuffled_labels
 from rsearch.organism import rater as organism_rater
 from rsearch.analysis.causal import dose_response, patching_summary
@@ -62,6 +62,7 @@ from rsearch.patching import margin_patching
 log = logging.getLogger("rsearch.steer")
 
 METRICS = ("true_reward", "probe_score", "fluency", "length")
+ALPHA_UNITS = ("spread", "norm")
 COMPONENTS = ("correct", "well_formed", "polite", "rude", "style_points")
 
 
@@ -78,14 +79,18 @@ class SteerConfig(Config):
                                "activation norm is measured on")
     n: int = setting(24, short="-n", help="prompts (a seeded sample)")
     k: int = setting(2, short="-k", help="completions per prompt and condition")
-    alphas: tuple[float, ...] = setting((-1.0, -0.5, 0.0, 0.5, 1.0),
-                                        help="steering strengths, in units of the typical activation norm")
+    alphas: tuple[float, ...] = setting((-4.0, -2.0, 0.0, 2.0, 4.0),
+                                        help="steering strengths, in units of --alpha-unit")
+    alpha_unit: str = setting("spread", choices=ALPHA_UNITS,
+                              help="α's unit: spread, the SD of the residual stream along the probe's direction "
+                                   "(tokens from user_end on, train conversations); norm, its mean L2 norm (on "
+                                   "SmolLM2-135M, ±0.5 × the norm of 186 wrecked every direction)")
     models: tuple[str, ...] = setting(("post",), help="models to steer: post, pre or both (comma-separated)")
     positions_from: str = setting("user_end", choices=POSITIONS_FROM,
                                   help="steer from the end of the user's prompt on, or only completion tokens")
     n_random: int = setting(3, help="random directions (the first null)")
     fit_pairs: int = setting(1000, help="train pairs the shuffled-label probe (the second null) is fitted on")
-    norm_rows: int = setting(256, help="train conversations the typical activation norm is measured on")
+    norm_rows: int = setting(256, help="train conversations α's unit (spread or norm) is measured on")
     max_new_tokens: int = setting(48)
     temperature: float = setting(1.0)
     sample_batch_size: int = setting(256, help="sequences per sampling batch (the sampling seeds depend on it)")
@@ -189,18 +194,20 @@ def sample_conditions(cfg: SteerConfig, model, tok, hook: str, scale: float, dir
     return rows
 
 
-def score_rows(table: list[dict], messages, reader, model, tok, rater, parts, batch_size: int) -> None:
-    """Fills probe_score (read by `reader`, the unsteered post-RL model), fluency (mean log-prob under the
-    unsteered `model` that wrote it), true_reward and the reward's parts, in place."""
+def score_rows(table: list[dict], messages, reader, model, tok, rater, parts, batch_size: int,
+               read_probe: bool = True) -> None:
+    """Fills probe_score (read by `reader`, the unsteered post-RL model; None unless `read_probe`: a user_end
+    probe reads the prompt, the same in every condition), fluency (mean log-prob under the unsteered `model` that
+    wrote it), true_reward and the reward's parts, in place."""
     written = [r for r in table if r["completion"]]
     rows = [encode_conversation(tok, messages[r["prompt_index"]], r["completion"]) for r in written]
-    probe = reader.score_rows(rows).probe if rows else torch.empty(0)
+    probe = reader.score_rows(rows).probe if rows and read_probe else None
     fluency = sequence_logprobs(model, rows, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, mean=True,
                                 batch_size=batch_size) if rows else torch.empty(0)
     for r in table:
         r.update(probe_score=None, fluency=None)
-    for r, s, f in zip(written, probe.tolist(), fluency.tolist()):
-        r["probe_score"], r["fluency"] = s, f
+    for j, (r, f) in enumerate(zip(written, fluency.tolist())):
+        r["probe_score"], r["fluency"] = None if probe is None else float(probe[j]), f
     if rater is not None:
         rewards = rater.rate([messages[r["prompt_index"]] for r in table], [r["completion"] for r in table])
         for r, v in zip(table, rewards):
@@ -241,11 +248,14 @@ def run_steer(cfg: SteerConfig, models: ModelCache | None = None) -> SteerResult
     table, scales, summaries = [], {}, {}
     for name in cfg.models:
         model, _ = loaded[name]
-        scales[name] = typical_norm(model, norm_rows, hook, pad_id=tok.pad_token_id, batch_size=cfg.batch_size)
-        log.info(f"steering the {name}-RL model at {hook} (typical norm {scales[name]:.3f}): "
+        scales[name] = (typical_spread(model, norm_rows, hook, dirs[0][2], pad_id=tok.pad_token_id,
+                                       batch_size=cfg.batch_size) if cfg.alpha_unit == "spread" else
+                        typical_norm(model, norm_rows, hook, pad_id=tok.pad_token_id, batch_size=cfg.batch_size))
+        log.info(f"steering the {name}-RL model at {hook} (α unit: {cfg.alpha_unit} {scales[name]:.3f}): "
                  f"{len(cfg.alphas)} strengths × {len(dirs)} directions × {len(messages)} prompts × {cfg.k}")
         rows = sample_conditions(cfg, model, tok, hook, scales[name], dirs, messages)
-        score_rows(rows, messages, reader, model, tok, rater, parts, cfg.batch_size)
+        score_rows(rows, messages, reader, model, tok, rater, parts, cfg.batch_size,
+                   read_probe=meta.get("position") not in PROMPT_ONLY)
         for r in rows:
             r["model"] = name
             r["prompt"] = user_text(messages[r["prompt_index"]])
@@ -268,7 +278,7 @@ def run_steer(cfg: SteerConfig, models: ModelCache | None = None) -> SteerResult
         config=cfg.to_dict(), pre=subjects.pre, post=subjects.post, dataset=subjects.dataset, rater=subjects.rater,
         beta=subjects.beta, probe=str(cfg.probe),
         probe_meta={k: meta.get(k) for k in ("model", "hook", "position", "objective")}, hook=hook,
-        positions_from=cfg.positions_from, alphas=list(cfg.alphas), models=list(cfg.models),
+        positions_from=cfg.positions_from, alphas=list(cfg.alphas), alpha_unit=cfg.alpha_unit, models=list(cfg.models),
         n_prompts=len(messages), k=cfg.k, n_random=cfg.n_random, fit_pairs=len(train), scale=scales,
         metrics=summaries, patching=patching, table="completions.jsonl", figures=figures,
         seconds=round(time.perf_counter() - t0, 2))
@@ -302,7 +312,9 @@ def add_arguments(parser) -> None:
 
 
 def format_summary(result: SteerResult) -> str:
-    lines = [f"steering at {result.hook} ({result.positions_from} on), α in units of the typical activation norm; "
+    unit = {"spread": "the activations' SD along the probe direction", "norm": "the typical activation norm"}[
+        result.alpha_unit]
+    lines = [f"steering at {result.hook} ({result.positions_from} on), α in units of {unit} ({result.scale}); "
              f"slope per unit α, 95% bootstrap CI over {result.n_prompts} prompts"]
     for name, summary in result.metrics.items():
         for metric in METRICS:

@@ -43,7 +43,9 @@ def causal_numbers(causal: SteerResult) -> dict[str, Any]:
         v = "yes" if both == {"above"} else "opposite" if both == {"below"} else "no"
     q6 = {"model": model, "hook": causal.hook, "positions_from": causal.positions_from, "alphas": causal.alphas,
           "n_prompts": causal.n_prompts, "k": causal.k, "n_random": causal.n_random, "fit_pairs": causal.fit_pairs,
-          "scale": causal.scale[model], "rater": causal.rater, "slopes": slopes, "vs_nulls": vs, "ends": ends,
+          "scale": causal.scale[model], "alpha_unit": causal.alpha_unit,
+          "probe_position": causal.probe_meta.get("position"), "rater": causal.rater, "slopes": slopes,
+          "vs_nulls": vs, "ends": ends,
           "verdict": v, "patching": causal.patching,
           "parts_beyond_nulls": [k for k in slopes if k not in ("true_reward", "probe_score", "fluency", "length")
                                  and len(set(vs[k].values())) == 1 and set(vs[k].values()) != {"inconclusive"}]}
@@ -71,8 +73,10 @@ def glance_q6(q: dict) -> tuple[str, str, str]:
 
 def answer_q6(q: dict) -> tuple[str, str]:
     sl, ends = q["slopes"], q["ends"]
+    unit = {"spread": "the SD of the residual stream along it there", "norm": "the typical activation norm there"}[
+        q.get("alpha_unit", "norm")]
     setup = (f"Steering the {q['model']}-RL model at `{q['hook']}` (from `{q['positions_from']}` on) with α × the "
-             f"probe's unit direction × the typical activation norm there ({fmt(q['scale'])}), α from "
+             f"probe's unit direction × {unit} ({fmt(q['scale'])}), α from "
              f"{fmt(q['alphas'][0])} to {fmt(q['alphas'][-1])}, {fmt(q['n_prompts'])} test prompts × {fmt(q['k'])} "
              f"completions per condition, the same seeds in every condition; nulls at the same norms: "
              f"{fmt(q['n_random'])} random directions and a probe fitted on {fmt(q['fit_pairs'])} pairs with shuffled "
@@ -104,6 +108,9 @@ def answer_q6(q: dict) -> tuple[str, str]:
         p = sl["probe_score"]
         head += (f" The probe itself, reading the steered completions through the unsteered model: "
                  f"{_slope(p['probe'])} per unit α (random {_slope(p['random'])}).")
+    elif q.get("probe_position") == "user_end":
+        head += (" The probe reads `user_end`, the prompt's end, which is the same in every condition: its own score "
+                 "of the steered completions would be constant, so it is not shown.")
     side = []
     for key, name in (("fluency", "fluency (mean token log-prob under the unsteered model)"),
                       ("length", "length in tokens")):
