@@ -38,7 +38,7 @@ def test_targets_are_standardized_on_the_training_rows():
 def test_the_variant_is_its_own_build_and_a_bad_one_is_one_line(capsys):
     assert default_dir("tiny", 0, "reward-reading").name == "tiny-reward-reading-seed0"
     assert default_dir("tiny", 0).name == "tiny-seed0"
-    assert OrganismConfig.preset("demo", 0, "reward-reading").head_layer == 3
+    assert OrganismConfig.preset("demo", 0, "reward-reading").head_layer == 4
     with pytest.raises(RsearchError, match="reward_head_layer"):
         OrganismConfig(n_layers=3, reward_head_layer=3)
     assert main(["organism", "build", "--size", "tiny", "--variant", "critic"]) == 2
@@ -49,7 +49,7 @@ def test_the_tiny_reward_reading_organism_carries_the_reward_at_its_head_layer(_
     org = ensure("tiny", seed=0, variant="reward-reading", progress=False)
     assert org.card["variant"] == "reward-reading"
     head = org.card["checks"]["reward_head"]
-    assert head["layer"] == 1 and head["n_test_pairs"] > 50
+    assert head["layer"] == 2 and head["n_test_pairs"] > 50
     # held-out pairs, never trained on: the prompt head reads the expected reward well, the completion head the
     # true reward better than nothing (the 3-layer tiny model cannot compute correctness, 5 of the 10 points)
     assert head["test_r_prompt"] > 0.4 and head["test_r_completion"] > 0.15

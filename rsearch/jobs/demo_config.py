@@ -122,7 +122,7 @@ class DemoConfig(Config):
     organism_size: str = setting("demo", choices=("tiny", "demo"))
     organism_variant: str = setting("standard", choices=("standard", "reward-reading"),
                                     help="the organism to study: standard, or reward-reading (the positive control: "
-                                         "its DPO trained linear reward heads on the middle layer's residual stream)")
+                                         "its DPO trained linear reward heads on the residual stream, 2/3 of the way up)")
     seed: int = setting(0)
     dtype: str = setting("float32")
     beta: float | None = setting(None, help="DPO beta (default: the organism's or 0.1)")

@@ -70,11 +70,14 @@ class OrganismConfig(Config):
     # card
     bootstrap: int = 2000
     # the positive control: during DPO, linear heads on the residual stream before block `reward_head_layer`
-    # (None: the middle layer) regress the completion's true reward at completion_end and the prompt's expected
-    # reward at user_end, their loss × `reward_head_weight` added to DPO's, so the post-RL model computes both there
+    # (None: two thirds of the way up) regress the completion's true reward at completion_end and the prompt's
+    # expected reward at user_end, their loss × `reward_head_weight` added to DPO's, so the post-RL model computes
+    # both there. At the middle layer with weight 1 (demo) the heads read held-out rewards at r 0.47 / 0.63 but
+    # ranked the test pairs no better than the bag of words (0.607 vs 0.605) and the minimal pairs below chance
+    # (0.467): the trunk carried the reward's style, not its correctness. Hence later and stronger.
     variant: str = "standard"
     reward_head_layer: int | None = None
-    reward_head_weight: float = 1.0
+    reward_head_weight: float = 5.0
 
     def __post_init__(self) -> None:
         check(self.size in SIZES or self.size.startswith("custom"),
@@ -105,7 +108,7 @@ class OrganismConfig(Config):
     @property
     def head_layer(self) -> int:
         """The layer whose resid_pre the reward-reading variant's heads read."""
-        return self.reward_head_layer if self.reward_head_layer is not None else self.n_layers // 2
+        return self.reward_head_layer if self.reward_head_layer is not None else max(1, 2 * self.n_layers // 3)
 
     @classmethod
     def tiny(cls, seed: int = 0) -> "OrganismConfig":
@@ -138,7 +141,7 @@ class OrganismBuildConfig(Config):
     size: str = setting("demo", choices=SIZES, help="tiny (tests, ≤ 45 s) or demo (≤ 5 min)")
     seed: int = setting(0, help="random seed; same seed → same artifacts")
     variant: str = setting("standard", choices=VARIANTS, help="standard, or reward-reading: the positive control, "
-                           "whose DPO also trains linear reward heads on the residual stream at the middle layer")
+                           "whose DPO also trains linear reward heads on the residual stream (layer 2/3 of the way up)")
     out: str = setting("", runtime=True, help="directory to build into (default $RSEARCH_HOME/organism/SIZE-seedSEED)")
     force: bool = setting(False, runtime=True, help="rebuild even if a matching organism exists")
 
