@@ -43,8 +43,8 @@ def _glance_rows(r: dict) -> list[list[str]]:
 
 
 def render_markdown(r: dict) -> str:
-    lines = [f"# {r['title']}", "", _subject_line(r), "", "## At a glance", "", _md_table(GLANCE_HEADER,
-                                                                                        _glance_rows(r)), "",
+    glance = [[c.replace("|", "\\|") for c in row] for row in _glance_rows(r)]  # a cell's | would split it
+    lines = [f"# {r['title']}", "", _subject_line(r), "", "## At a glance", "", _md_table(GLANCE_HEADER, glance), "",
              "## Answers", ""]
     for a in r["answers"]:
         lines += [f"**{a['id']}. {a['question']}**", "", a["answer"], ""]

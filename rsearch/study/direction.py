@@ -77,10 +77,10 @@ def q4_numbers(direction: DirectionResult, best_layer: int | None = None) -> dic
 
 def glance_q4(q: dict) -> tuple[str, str, str]:
     s = q["strongest"]
-    shuffled = (f"shuffled-label probes up to {fmt(s['shuffled_abs_cos_family95'])}" if s.get("n_shuffled")
-                else "—")
+    shuffled = (f"shuffled-label probes' absolute cos up to {fmt(s['shuffled_abs_cos_family95'])}"
+                if s.get("n_shuffled") else "—")
     return (f"cos {fmt_signed(s['cos'])} at layer {fmt(s['layer'])}",
-            f"random directions |cos| up to {fmt(s['null_abs_cos_family95'])}", shuffled)
+            f"random directions' absolute cos up to {fmt(s['null_abs_cos_family95'])}", shuffled)
 
 def answer_q4(q: dict) -> tuple[str, str]:
     s = q["strongest"]
