@@ -11,9 +11,13 @@ and measures its strength where a pairwise probe reads it, on the differences: t
 each, and `share` is its part of their energy, a² E(z_c − z_r)² / (a² E(z_c − z_r)² + tr Cov(x_c − x_r)). (The
 total variance of x would mislead: at a position the answer barely reaches, chosen and rejected rows are nearly equal
 and anything planted stands out; a difference all pairs share is an offset, not noise, and is left out.) D is
-centered, so u's covariance is the differences' own, so the best linear read of the plant has
-SNR² ≈ share · rank(D) / (1 − share) whatever their spectrum; an isotropic u would mostly point where the activations
-never vary (a real residual stream is far from isotropic) and be found at any strength. The signal is the row's true
+centered, so u's covariance is the differences' own: an isotropic u would mostly point where the activations never
+vary (a real residual stream is far from isotropic) and be found at any strength. For Gaussian differences the best
+linear read of the plant has SNR² ≈ share · rank(D) / (1 − share) (the tests' noise, d 16: MDE 0.03); on the demo
+organism's activations (d 128) plants were found at shares of 3·10⁻⁴, SNR 0.04 along u — its differences are far
+from Gaussian (120 of 392 test pairs are minimal pairs, identical but for the answer, and differ little), and a plant
+stands out where they do not differ. So the MDE is measured on the cell's own activations, not read off a formula.
+The signal is the row's true
 reward where a rater's truth is known, else the label (chosen 1, rejected 0). The probe is refitted with the sweep's
 own fitter on the planted training and validation rows and scored on the planted test pairs by Q1's rule: its
 accuracy's Wilson interval is above 0.5 and McNemar's test against the strongest text baseline, on the same pairs, has

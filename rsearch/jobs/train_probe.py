@@ -730,7 +730,7 @@ def main(args) -> int:
         at = planted["curve"][-1]
         print(f"power: a {planted['signal']} direction planted in {planted['hook']} @ {planted['position']} beats "
               f"{planted['text_baseline']} in {at['detected']:.0%} of {planted['n_plants']} plants at share "
-              f"{at['share']:.2g} of the variance; minimal detectable effect "
+              f"{at['share']:.2g} of the chosen − rejected variance; minimal detectable effect "
               + (f"{planted['mde']:.2g}" if planted["mde"] is not None else f"> {planted['max_share']:.2g}"))
     if cfg.save:
         print(f"saved the best probe to {cfg.save}")

@@ -96,18 +96,18 @@ def power_sentence(mde: Mapping[str, Any] | None) -> str:
             f"refitted and tested by the same rule, ")
     if mde["mde"] is not None:
         return head + (f"beats the bag of words in a share {fmt(last['detected'])} of {fmt(mde['n_plants'])} plants "
-                       f"once it carries a share {fmt_p(mde['mde'])} of the activation variance (SNR "
+                       f"once it carries a share {fmt_p(mde['mde'])} of the variance of chosen − rejected activations (SNR "
                        f"{fmt(last['snr'])} along it): the minimal detectable effect.")
     return head + (f"is found in only a share {fmt(last['detected'])} of {fmt(mde['n_plants'])} plants even at a share "
-                   f"{fmt_p(last['share'])} of the variance: the test has little power in this cell, and a No says "
+                   f"{fmt_p(last['share'])} of that variance: the test has little power in this cell, and a No says "
                    f"little.")
 
 
 def glance_q1(q: dict) -> tuple[str, str, str]:
     """(headline, its strongest null, power) for the report's first screen."""
     b, mde = q["best"], q.get("mde")
-    power = ("—" if not mde else f"MDE {fmt_p(mde['mde'])} of the variance (planted)" if mde["mde"] is not None
-             else f"no detection up to {fmt_p(mde['max_share'])} of the variance (planted)")
+    power = ("—" if not mde else f"MDE {fmt_p(mde['mde'])} of chosen − rejected variance (planted)"
+             if mde["mde"] is not None else f"no detection up to {fmt_p(mde['max_share'])} of that variance (planted)")
     return (f"probe {fmt(b['test_pairwise_acc'])} {ci(b['test_pairwise_acc_lo'], b['test_pairwise_acc_hi'])}",
             f"bag of words {fmt(b['text_acc'])} (McNemar p {fmt_p(b['p_vs_text'])})", power)
 
