@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -189,6 +190,31 @@ def build_store(
                            max_batches, capture_batches)
 
 
+def _check_space(path: Path, needed: int) -> None:
+    """Refuses, in one line, a store the disk under `path` cannot hold (its size is known before a row is read)."""
+    free = shutil.disk_usage(path).free
+    if needed > free:
+        shutil.rmtree(path, ignore_errors=True)
+        raise RsearchError(f"activation store {path}: needs {_size(needed)}, {_size(free)} free on that disk "
+                           "(--store-dir or $RSEARCH_HOME elsewhere)")
+
+
+def _reserve(file: Path, path: Path) -> None:
+    """Allocates the memory-mapped file's blocks now: a write into a sparse page of a full disk is a SIGBUS, an
+    allocation that fails is an error with a message."""
+    size = os.path.getsize(file)
+    try:
+        with open(file, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as e:
+        shutil.rmtree(path, ignore_errors=True)
+        raise RsearchError(f"activation store {path}: cannot allocate {_size(size)} ({e.strerror or e})") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n:,} bytes"
+
+
 def _fill_store(model, model_key: str, rows: Sequence[Encoded], hooks: list[HookPoint], positions: list[Position],
                 path: Path, pad_id: int, batch_size: int, dtype: str, progress: bool, max_batches: int | None,
                 capture_batches=None) -> ActivationStore:
@@ -199,10 +225,12 @@ def _fill_store(model, model_key: str, rows: Sequence[Encoded], hooks: list[Hook
         shutil.rmtree(path)
     if not (path / "meta.json").exists():
         path.mkdir(parents=True, exist_ok=True)
+        _check_space(path, len(hooks) * len(positions) * len(rows) * d_model * np.dtype(dtype).itemsize)
         for h in hooks:
             for p in positions:
-                np.lib.format.open_memmap(path / f"{_key_name(h.name, p.spec)}.npy", mode="w+",
-                                          dtype=dtype, shape=(len(rows), d_model)).flush()
+                file = path / f"{_key_name(h.name, p.spec)}.npy"
+                np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=(len(rows), d_model)).flush()
+                _reserve(file, path)
         write_json(path / "progress.json", {"done_batches": 0})
         write_json(path / "meta.json", {"model": model_key, "n_rows": len(rows), "d_model": d_model,
                                         "hooks": [h.name for h in hooks], "positions": [p.spec for p in positions],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import shlex
@@ -13,6 +14,9 @@ from rsearch.errors import RsearchError, one_line
 from rsearch.log import add_verbosity, configure
 
 # subcommand name -> module exposing add_arguments(parser) and main(args) -> int | None
+# a full, read-only or forbidden disk: one line, not a traceback (any other OSError is a bug and shows as one)
+DISK_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)
+
 COMMANDS = {
     "train-probe": ("rsearch.jobs.train_probe", "train probes on residual-stream activations (one hook or a sweep)"),
     "organism": ("rsearch.organism.cli", "build the embedded model organism (SFT + DPO models, feedback data)"),
@@ -112,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         return _with_threads(args)
     except RsearchError as e:
         print(f"rsearch: error: {one_line(e, 1000)}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"rsearch: error: {e.strerror or errno.errorcode.get(e.errno, 'disk error')}{where} (nothing that "
+              "looks complete was left half-written; free space or choose another --out)", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         what = "terminated" if isinstance(e, Terminated) else "interrupted"

@@ -6,6 +6,8 @@ Models are the tiny random-init Llama of `tiny_search` and a tiny GPT-2 with a 6
 """
 from __future__ import annotations
 
+import collections
+import errno
 import json
 import os
 import pickle
@@ -23,6 +25,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
+import rsearch.activations as activations
+import rsearch.jobs.train_probe as train_probe_job
 from rsearch.cli import main
 from rsearch.io_utils import LOCK_NAME, output_dir
 from tiny import WORDS, feedback_records, tiny_tokenizer, write_jsonl
@@ -427,3 +431,22 @@ def test_organism_build_leaves_only_the_organism(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         B.build_or_load(OrganismConfig.preset("tiny", 0), tmp_path / "org2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["org", "org.tmp-keepme"]
+
+
+def test_a_store_the_disk_cannot_hold_is_one_line_before_a_row_is_read(inputs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(activations.shutil, "disk_usage", lambda p: collections.namedtuple(
+        "usage", "total used free")(10**6, 10**6 - 1000, 1000))
+    assert main(train(inputs, tmp_path / "out", "--store-dir", str(tmp_path / "store"))) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rsearch:")]
+    assert len(err) == 1 and "bytes free on that disk" in err[0]
+    assert not any(p.suffix == ".npy" for p in (tmp_path / "store").rglob("*"))  # nothing left that looks started
+
+
+def test_a_full_disk_while_writing_is_one_line(inputs, tmp_path, monkeypatch, capsys):
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "metrics.csv"))
+
+    monkeypatch.setattr(train_probe_job, "write_metrics", full)
+    assert main(train(inputs, tmp_path / "out")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("rsearch:")]
+    assert len(err) == 1 and err[0].startswith("rsearch: error: No space left on device writing ")
