@@ -63,8 +63,14 @@ def _split_reply(value: Any, prompt: str, column: str, row: int, source: str
     raise RsearchError(f"{source}: row {row}: column {column!r} must be a string or a list of messages")
 
 
-def pairs_from_records(records: Sequence[dict[str, Any]], source: str = "dataset") -> list[FeedbackPair]:
-    """Validates rows of the ultrafeedback_binarized schema and turns them into FeedbackPairs."""
+def pairs_from_records(records: Sequence[dict[str, Any]], source: str = "dataset", *, as_preferences: bool = True
+                       ) -> list[FeedbackPair]:
+    """Validates rows of the ultrafeedback_binarized schema and turns them into FeedbackPairs.
+
+    as_preferences: the rows will be read as preferences (probes, DPO, patching): a row whose chosen equals its
+    rejected completion is dropped (it prefers nothing) and swapped score columns are refused. False for readers of
+    the prompts or of every row in place (prompt sets, `rsearch rate`), which keep each row as it is.
+    """
     if not records:
         raise RsearchError(f"{source}: no rows")
     out = []
@@ -92,6 +98,8 @@ def pairs_from_records(records: Sequence[dict[str, Any]], source: str = "dataset
         extra = tuple(sorted((k, v) for k, v in r.items() if k not in REQUIRED + ("prompt_id", "messages")
                              and isinstance(v, (int, float, str, bool))))
         out.append(FeedbackPair(pid, context, chosen, rejected, sc, sr, extra))
+    if not as_preferences:
+        return out
     same = sum(p.chosen == p.rejected for p in out)
     out = [p for p in out if p.chosen != p.rejected]
     if not out:

@@ -28,7 +28,7 @@ def load_prompts(spec: str, dataset: str, n: int, seed: int) -> list[tuple[str, 
         if not records:
             raise RsearchError(f"{source}: no rows")
         if all(c in records[0] for c in ("chosen", "rejected", "score_chosen", "score_rejected")):
-            items = [(fp.prompt_id, list(fp.prompt)) for fp in pairs_from_records(records, source)]
+            items = [(fp.prompt_id, list(fp.prompt)) for fp in pairs_from_records(records, source, as_preferences=False)]
         elif "prompt" in records[0]:
             items = [(str(r.get("prompt_id") or hashlib.sha256(str(r["prompt"]).encode()).hexdigest()[:16]),
                       [{"role": "user", "content": str(r["prompt"])}]) for r in records]

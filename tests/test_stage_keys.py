@@ -32,7 +32,8 @@ SEARCH_READS_FROM_COMPARE = {"max_new_tokens", "sample_batch_size", "batch_size"
 
 # another valid value of each string (or mapping) setting; numbers and booleans are changed by type
 OTHER = {"pre": "some/pre", "post": "some/post", "dataset": "some/data", "test_split": "test_other",
-         "organism_size": "tiny", "dtype": "bfloat16", "rater": "none", "train_split": "train_other",
+         "organism_size": "tiny", "organism_variant": "reward-reading", "dtype": "bfloat16", "rater": "none",
+         "train_split": "train_other", "alpha_unit": "spread",
          "hook": "blocks.1.hook_resid_pre", "position": "user_end", "hook_kind": "resid_post", "probe_kind": "mlp",
          "objective": "regression", "fitter": "sgd", "store_dtype": "float16", "revision": "main",
          "revision_pre": "main", "revision_post": "main", "strategies": ("random", "beam"),

@@ -101,7 +101,7 @@ def _rows(spec: str) -> list[tuple[str, list[dict], str | None]]:
     if not records:
         raise RsearchError(f"prompts {spec}: no rows")
     if all(c in records[0] for c in ("chosen", "rejected", "score_chosen", "score_rejected")):
-        pairs = pairs_from_records(records, str(p))
+        pairs = pairs_from_records(records, str(p), as_preferences=False)  # its prompts, row by row
         return [(fp.prompt_id, list(fp.prompt), _str_or_none(r.get("task"))) for fp, r in zip(pairs, records)]
     if "prompt" not in records[0]:
         raise RsearchError(f"prompts {spec}: needs a 'prompt' column (or the ultrafeedback schema)")

@@ -99,7 +99,7 @@ def rate_split(rater, name: str, source: Path, out: Path, cfg: RateConfig) -> di
     from tqdm.auto import tqdm
 
     records = load_records(str(source), None)
-    pairs = pairs_from_records(records, str(source))
+    pairs = pairs_from_records(records, str(source), as_preferences=False)  # every row re-rated, in place
     final = out / f"{name}.jsonl"
     partial, stamp = out / f".{name}.jsonl.partial", out / f".{name}.partial.json"
     identity = {"rater": cfg.rater, "source": str(source.resolve()), "rows": len(records),
