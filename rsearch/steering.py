@@ -59,6 +59,25 @@ def steering_vector(direction: Tensor, alpha: float, scale: float) -> Tensor:
 
 
 @torch.no_grad()
+def _from_user_end(model: nn.Module, rows: Sequence[Encoded], hook: str | HookPoint, reduce, *, pad_id: int,
+                   batch_size: int) -> Tensor:
+    """`[tokens]` float64: `reduce` ([batch, seq, d_model] → [batch, seq]) of the residual stream at `hook`, over
+    every token from each row's user_end on."""
+    point = parse_hook(hook)
+    check_hooks(model, [point])
+    device = next(model.parameters()).device
+    values = []
+    for idx in length_sorted_batches(rows, batch_size):
+        batch = collate([rows[i] for i in idx], pad_id)
+        keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)  # [batch, seq]: user_end … last token
+        for b, r in enumerate(batch.rows):
+            keep[b, r.user_end:len(r)] = True
+        with capture(model, [point], reduce=lambda h: reduce(h.float()).cpu()) as acts:
+            run_forward(model, **batch.model_inputs(device))
+        values.append(acts[point.name][keep].double())
+    return torch.cat(values) if values else torch.empty(0, dtype=torch.float64)
+
+
 def typical_norm(model: nn.Module, rows: Sequence[Encoded], hook: str | HookPoint, *, pad_id: int,
                  batch_size: int = 16) -> float:
     """Mean L2 norm of the residual stream at `hook` over every token from each row's user_end on.
@@ -66,47 +85,21 @@ def typical_norm(model: nn.Module, rows: Sequence[Encoded], hook: str | HookPoin
     Args:
         rows: encoded conversations (prompt and completion), e.g. feedback pairs' chosen replies.
     """
-    point = parse_hook(hook)
-    check_hooks(model, [point])
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for idx in length_sorted_batches(rows, batch_size):
-        batch = collate([rows[i] for i in idx], pad_id)
-        keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)  # [batch, seq]: user_end … last token
-        for b, r in enumerate(batch.rows):
-            keep[b, r.user_end:len(r)] = True
-        with capture(model, [point], reduce=lambda h: h.float().norm(dim=-1).cpu()) as acts:
-            run_forward(model, **batch.model_inputs(device))
-        norms = acts[point.name]                                     # [batch, seq]
-        total += float(norms[keep].sum())
-        count += int(keep.sum())
-    if count == 0:
+    norms = _from_user_end(model, rows, hook, lambda h: h.norm(dim=-1), pad_id=pad_id, batch_size=batch_size)
+    if norms.numel() == 0:
         raise RsearchError("no tokens to measure the activation norm on")
-    return total / count
+    return float(norms.mean())
 
 
-@torch.no_grad()
 def typical_spread(model: nn.Module, rows: Sequence[Encoded], hook: str | HookPoint, direction: Tensor, *,
                    pad_id: int, batch_size: int = 16) -> float:
     """SD of the residual stream's projection on the unit `direction` at `hook`, over every token from each row's
     user_end on: the size of a step that stays within what the model itself writes along it."""
-    point = parse_hook(hook)
-    check_hooks(model, [point])
-    device = next(model.parameters()).device
-    u = unit(direction).to(device)
-    values = []
-    for idx in length_sorted_batches(rows, batch_size):
-        batch = collate([rows[i] for i in idx], pad_id)
-        keep = torch.zeros(batch.input_ids.shape, dtype=torch.bool)  # [batch, seq]: user_end … last token
-        for b, r in enumerate(batch.rows):
-            keep[b, r.user_end:len(r)] = True
-        with capture(model, [point], reduce=lambda h: (h.float() @ u).cpu()) as acts:
-            run_forward(model, **batch.model_inputs(device))
-        values.append(acts[point.name][keep])                       # [batch, seq] → [kept]
-    flat = torch.cat(values) if values else torch.empty(0)
-    if flat.numel() < 2:
+    u = unit(direction).to(next(model.parameters()).device)
+    along = _from_user_end(model, rows, hook, lambda h: h @ u, pad_id=pad_id, batch_size=batch_size)
+    if along.numel() < 2:
         raise RsearchError("too few tokens to measure the activation spread on")
-    return float(flat.double().std())
+    return float(along.std())
 
 
 def _steered(hidden: Tensor, vector: Tensor, positions_from: str) -> Tensor:

@@ -45,7 +45,9 @@ from rsearch.organism import rater
 from rsearch.organism import world as W
 from rsearch.organism.config import BUILD_VERSION, OrganismConfig
 from rsearch.organism.dpo import batched_logps, response_logps, train_dpo
-from rsearch.organism.reward_head import RewardHeads, expected_rewards, head_targets, pearson, read_positions
+from rsearch.organism.reward_head import (HeadTraining, RewardHeads, expected_rewards, head_targets, read_heads,
+                                         read_positions)
+from rsearch.probes.metrics import pearson
 from rsearch.organism.checks import pair_checks, pref_ids, reward_parts_gain
 from rsearch.organism.feedback import minimal_pairs, rate, split_prompts
 from rsearch.organism.sft import encode_conversations, new_model, train_sft, train_skills
@@ -292,7 +294,7 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
         post.save_pretrained(root / "post")
         tok.save_pretrained(root / "post")
         if heads is not None:
-            save_file({k: v.detach().contiguous() for k, v in heads[0].state_dict().items()},
+            save_file({k: v.detach().contiguous() for k, v in heads.heads.state_dict().items()},
                       str(root / "reward_head.safetensors"), metadata={"layer": str(cfg.head_layer)})
         t = stage("dpo", t)
 
@@ -337,8 +339,8 @@ def _build_into(cfg: OrganismConfig, root: Path, progress: bool) -> dict[str, An
 
 def dpo_from(pre, tok, prefs_tr: list[dict[str, Any]], cfg: OrganismConfig, progress: bool,
              expected: dict[str, float]):
-    """A copy of `pre` trained by DPO on the preference rows; returns (post, per-step log, the reward heads as
-    train_dpo takes them: None but in the reward-reading variant). `expected`: prompt id → expected reward."""
+    """A copy of `pre` trained by DPO on the preference rows; returns (post, per-step log, the reward heads'
+    training: None but in the reward-reading variant). `expected`: prompt id → expected reward."""
     p_tr, c_tr, r_tr = pref_ids(tok, prefs_tr)
     ref_c = batched_logps(pre, p_tr, c_tr, tok.pad_token_id)
     ref_r = batched_logps(pre, p_tr, r_tr, tok.pad_token_id)
@@ -346,7 +348,8 @@ def dpo_from(pre, tok, prefs_tr: list[dict[str, Any]], cfg: OrganismConfig, prog
     heads = None
     if cfg.variant == "reward-reading":
         torch.manual_seed(cfg.seed + 11)
-        heads = (RewardHeads(cfg.d_model), cfg.head_layer, cfg.reward_head_weight, head_targets(prefs_tr, expected))
+        heads = HeadTraining(RewardHeads(cfg.d_model), cfg.head_layer, cfg.reward_head_weight,
+                             head_targets(prefs_tr, expected))
     torch.manual_seed(cfg.seed + 7)
     log = train_dpo(post, p_tr, c_tr, r_tr, ref_c, ref_r, beta=cfg.dpo_beta, epochs=cfg.dpo_epochs,
                     batch_size=cfg.dpo_batch, lr=cfg.dpo_lr, seed=cfg.seed, pad_id=tok.pad_token_id,
@@ -355,25 +358,23 @@ def dpo_from(pre, tok, prefs_tr: list[dict[str, Any]], cfg: OrganismConfig, prog
 
 
 @torch.no_grad()
-def head_checks(post, tok, heads, prefs_te: list[dict[str, Any]], expected: dict[str, float],
+def head_checks(post, tok, heads: HeadTraining, prefs_te: list[dict[str, Any]], expected: dict[str, float],
                 log: list[dict[str, float]]) -> dict[str, Any]:
     """How well the trained reward heads read the held-out pairs: Pearson r of the completion head (at
     completion_end) with the true reward and of the prompt head (at user_end) with the expected reward."""
-    module, layer, weight, train_targets = heads
-    t = head_targets(prefs_te, expected, train_targets.scale)
+    t = head_targets(prefs_te, expected, heads.targets.scale)
     p, c, r = pref_ids(tok, prefs_te)
     done: list[torch.Tensor] = []
     prompt: list[torch.Tensor] = []
     truth: list[torch.Tensor] = []
     for s in range(0, len(p), 64):
         pp, cc, rr = p[s:s + 64], c[s:s + 64], r[s:s + 64]
-        _, hidden = response_logps(post, pp * 2, cc + rr, tok.pad_token_id, hidden_layer=layer)  # [2b, T, d]
-        user_end, completion_end = read_positions(pp * 2, cc + rr)
-        rows = torch.arange(hidden.shape[0])
-        done.append(module.completion(hidden[rows, completion_end]).squeeze(-1))
-        prompt.append(module.prompt(hidden[rows[:len(pp)], user_end[:len(pp)]]).squeeze(-1))
+        _, hidden = response_logps(post, pp * 2, cc + rr, tok.pad_token_id, hidden_layer=heads.layer)  # [2b, T, d]
+        completion, at_user = read_heads(heads.heads, hidden, *read_positions(pp * 2, cc + rr), len(pp))
+        done.append(completion)
+        prompt.append(at_user)
         truth.append(torch.cat([t.chosen[s:s + 64], t.rejected[s:s + 64]]))
-    return {"layer": layer, "weight": weight, "n_test_pairs": len(p),
+    return {"layer": heads.layer, "weight": heads.weight, "n_test_pairs": len(p),
             "test_r_completion": round(pearson(torch.cat(done), torch.cat(truth)), 4),
             "test_r_prompt": round(pearson(torch.cat(prompt), t.prompt), 4),
             "final_head_loss": round(statistics.fmean(x["head_loss"] for x in log[-10:]), 4) if log else None}

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from rsearch.lm import batched_values, span_logprobs
-from rsearch.organism.reward_head import HeadTargets, RewardHeads, head_loss, read_positions
+from rsearch.organism.reward_head import HeadTraining, head_loss, read_positions
 from rsearch.organism.sft import cosine_lr, pad_right
 
 
@@ -72,17 +72,16 @@ def train_dpo(policy: PreTrainedModel, prompt_ids: list[list[int]], chosen_ids: 
               rejected_ids: list[list[int]], ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
               beta: float, epochs: int, batch_size: int, lr: float, seed: int, pad_id: int,
               nll_weight: float = 0.0, progress: bool = True,
-              heads: tuple[RewardHeads, int, float, HeadTargets] | None = None) -> list[dict[str, float]]:
+              heads: HeadTraining | None = None) -> list[dict[str, float]]:
     """Trains `policy` in place on preference pairs; returns per-step loss and reward accuracy.
 
     nll_weight > 0 adds the chosen responses' per-token negative log-likelihood to the loss (RPO, Pang et
-    al. 2024), which keeps a small policy from drifting into text the reference never wrote. `heads` = (reward
-    heads, layer, weight, their targets) adds the reward-reading variant's head loss (`rsearch.organism.reward_head`),
-    the heads trained with the policy.
+    al. 2024), which keeps a small policy from drifting into text the reference never wrote. `heads` adds the
+    reward-reading variant's head loss (`rsearch.organism.reward_head`), the heads trained with the policy.
     """
     n = len(prompt_ids)
     g = torch.Generator().manual_seed(seed * 1000 + 2)
-    params = list(policy.parameters()) + (list(heads[0].parameters()) if heads else [])
+    params = list(policy.parameters()) + (list(heads.heads.parameters()) if heads else [])
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
     if heads:
         user_end, completion_end = read_positions(prompt_ids * 2, chosen_ids + rejected_ids)
@@ -101,17 +100,17 @@ def train_dpo(policy: PreTrainedModel, prompt_ids: list[list[int]], chosen_ids: 
             # one forward over chosen and rejected together: [2·batch]
             both = response_logps(policy, [prompt_ids[i] for i in idx] * 2,
                                   [chosen_ids[i] for i in idx] + [rejected_ids[i] for i in idx], pad_id,
-                                  hidden_layer=heads[1] if heads else None)
+                                  hidden_layer=heads.layer if heads else None)
             both, hidden = both if heads else (both, None)
             pc, pr = both[: len(idx)], both[len(idx):]
             losses, rc, rr = dpo_loss(pc, pr, ref_chosen[idx], ref_rejected[idx], beta)
             loss = losses.mean()
             if heads:
-                module, _, weight, t = heads
+                t = heads.targets
                 rows = idx + [i + n for i in idx]
-                head = head_loss(module, hidden, user_end[rows], completion_end[rows],
+                head = head_loss(heads.heads, hidden, user_end[rows], completion_end[rows],
                                  torch.cat([t.chosen[idx], t.rejected[idx]]), t.prompt[idx], len(idx))
-                loss = loss + weight * head
+                loss = loss + heads.weight * head
             if nll_weight > 0:
                 n_tok = torch.tensor([len(chosen_ids[i]) for i in idx], dtype=pc.dtype)
                 loss = loss + nll_weight * (-pc / n_tok).mean()

@@ -45,6 +45,17 @@ class HeadTargets:
     scale: dict[str, float]
 
 
+@dataclass(frozen=True)
+class HeadTraining:
+    """What train_dpo needs to train the heads with the policy: the heads, the layer whose resid_pre they read
+    (hidden_states[layer]), the weight of their loss, and their targets on the training pairs."""
+
+    heads: RewardHeads
+    layer: int
+    weight: float
+    targets: HeadTargets
+
+
 def expected_rewards(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
     """prompt_id → mean true reward of its sampled completions (the build's completion rows)."""
     by: dict[str, list[float]] = {}
@@ -75,24 +86,25 @@ def read_positions(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[S
     return user_end, completion_end
 
 
-def head_loss(heads: RewardHeads, hidden: Tensor, user_end: Tensor, completion_end: Tensor,
-              completion_target: Tensor, prompt_target: Tensor, n_prompts: int) -> Tensor:
-    """MSE of both heads on one batch.
+def read_heads(heads: RewardHeads, hidden: Tensor, user_end: Tensor, completion_end: Tensor, n_prompts: int
+               ) -> tuple[Tensor, Tensor]:
+    """Both heads' readings on one batch: ([2b] completion head at each row's completion_end, [b] prompt head at
+    user_end).
 
     Args:
         hidden: [2b, T, d] the residual stream at the heads' layer, chosen rows then rejected rows.
         user_end, completion_end: [2b] where each row's heads read.
-        completion_target: [2b] the rows' standardized true rewards; prompt_target: [b] the prompts'.
         n_prompts: b (a prompt's user_end is the same in its chosen and rejected row: read once).
     """
     rows = torch.arange(hidden.shape[0])
     at_end = hidden[rows, completion_end]  # [2b, d]
     at_user = hidden[rows[:n_prompts], user_end[:n_prompts]]  # [b, d]
-    return (F.mse_loss(heads.completion(at_end).squeeze(-1), completion_target)
-            + F.mse_loss(heads.prompt(at_user).squeeze(-1), prompt_target))
+    return heads.completion(at_end).squeeze(-1), heads.prompt(at_user).squeeze(-1)
 
 
-def pearson(a: Tensor, b: Tensor) -> float:
-    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-    denom = float(a.norm() * b.norm())
-    return float((a * b).sum()) / denom if denom > 0 else float("nan")
+def head_loss(heads: RewardHeads, hidden: Tensor, user_end: Tensor, completion_end: Tensor,
+              completion_target: Tensor, prompt_target: Tensor, n_prompts: int) -> Tensor:
+    """MSE of both heads on one batch (see `read_heads`): completion_target [2b] the rows' standardized true
+    rewards, prompt_target [b] the prompts'."""
+    completion, prompt = read_heads(heads, hidden, user_end, completion_end, n_prompts)
+    return F.mse_loss(completion, completion_target) + F.mse_loss(prompt, prompt_target)
